@@ -1,0 +1,436 @@
+"""config/<env>.yaml -> frozen dataclasses, validated at load.
+
+One loader for both the CDK app and the cutover tool, so the stack and the tool can never
+disagree about names. Every problem is reported as one line naming the file, the key path and
+the fix (ConfigError); the CLI turns it into exit code 2 before any AWS call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_DIR = PROJECT_ROOT / "config"
+
+Mode = Literal["advisory", "strict"]
+MODES: tuple[str, ...] = typing.get_args(Mode)
+# Where the flag lives inside the gateway's own configuration document.
+MODE_PATH: tuple[str, ...] = ("tls", "mtls", "meshWritesEnforcement")
+
+
+class ConfigError(Exception):
+    """A config problem, already phrased as one line: '<file>: <key>: <problem>; fix: <hint>'."""
+
+    def __init__(self, file: str | Path, key: str, problem: str, fix: str) -> None:
+        self.file, self.key, self.problem, self.fix = str(file), key, problem, fix
+        super().__init__(f"{file}: {key or '<top level>'}: {problem}; fix: {fix}")
+
+
+class Seconds(float):
+    """A duration written as '30m', '15s', '24h', '1h30m' or a bare number of seconds."""
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str | int | float) -> Seconds:
+    """'1h30m' -> 5400.0. Raises ValueError with the accepted forms."""
+    if isinstance(text, bool):
+        raise ValueError("a duration, not a boolean")
+    if isinstance(text, (int, float)):
+        if text < 0:
+            raise ValueError("a duration cannot be negative")
+        return Seconds(text)
+    s = str(text).strip().replace(" ", "")
+    if re.fullmatch(r"\d+(\.\d+)?", s):
+        return Seconds(float(s))
+    if not s or _DURATION.sub("", s):
+        raise ValueError(f"{text!r} is not a duration (use e.g. 30m, 15s, 24h, 1h30m)")
+    return Seconds(sum(float(n) * _UNIT[u] for n, u in _DURATION.findall(s)))
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return "".join(f"{v}{u}" for v, u in ((h, "h"), (m, "m"), (s, "s")) if v) or "0s"
+
+
+# ---------------------------------------------------------------- the schema
+
+
+@dataclass(frozen=True)
+class Network:
+    vpc_cidr: str
+    availability_zones: tuple[str, ...]
+    nat_gateways: int
+
+
+@dataclass(frozen=True)
+class Service:
+    cluster_name: str
+    service_name: str
+    image: str
+    container_port: int
+    cpu: int
+    memory_mib: int
+    desired_count: int
+    health_check_path: str
+    health_check_grace_seconds: int
+    certificate_arn: str
+
+
+@dataclass(frozen=True)
+class Scaling:
+    min_tasks: int
+    max_tasks: int
+    cpu_target_percent: int
+    memory_target_percent: int
+    requests_per_target_per_minute: int
+    scale_out_cooldown_seconds: int
+    scale_in_cooldown_seconds: int
+
+
+@dataclass(frozen=True)
+class Database:
+    pool_size: int
+    max_connections: int
+    reserved_connections: int
+
+
+@dataclass(frozen=True)
+class Gateway:
+    parameter_name: str
+    document: dict[str, Any]
+
+    @property
+    def mode(self) -> str:
+        node: Any = self.document
+        for key in MODE_PATH:
+            node = node[key]
+        return node
+
+
+@dataclass(frozen=True)
+class Observability:
+    log_group_name: str
+    log_retention_days: int
+    alarm_prefix: str
+    alb_5xx_per_minute: int
+    p95_latency_ms: int
+    unhealthy_hosts: int
+
+    # Names are derived, never written twice: the stack creates these alarms and the cutover
+    # gate refuses to start while any of them is in ALARM.
+    @property
+    def alarm_5xx(self) -> str:
+        return f"{self.alarm_prefix}-alb-5xx"
+
+    @property
+    def alarm_unhealthy(self) -> str:
+        return f"{self.alarm_prefix}-unhealthy-hosts"
+
+    @property
+    def alarm_p95(self) -> str:
+        return f"{self.alarm_prefix}-p95-latency"
+
+    @property
+    def guard_alarms(self) -> tuple[str, ...]:
+        return (self.alarm_5xx, self.alarm_unhealthy, self.alarm_p95)
+
+
+@dataclass(frozen=True)
+class AccessLog:
+    route_field: str = "path"
+    status_field: str = "status"
+    caller_field: str = "caller"
+    user_agent_field: str = "userAgent"
+    run_id_field: str = "cutoverRunId"
+
+
+@dataclass(frozen=True)
+class Gate:
+    lookback: Seconds
+    patterns: tuple[str, ...]
+    broad_pattern: str
+    broad_excludes: tuple[str, ...]
+    routes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FutureCaller:
+    name: str
+    enrolled: bool
+    acknowledged: str | None = None
+
+
+@dataclass(frozen=True)
+class Probes:
+    base_url: str
+    client_cert: str
+    client_key: str
+    ca_bundle: str | None = None
+    per_task: int = 3
+    timeout: Seconds = Seconds(10)
+
+
+@dataclass(frozen=True)
+class Cutover:
+    gate: Gate
+    future_callers: tuple[FutureCaller, ...]
+    probes: Probes
+    watch: Seconds
+    poll: Seconds
+    overlap: Seconds
+    redeploy_timeout: Seconds
+    lock_ttl: Seconds
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    environment: str
+    region: str
+    network: Network
+    service: Service
+    scaling: Scaling
+    database: Database
+    gateway: Gateway
+    observability: Observability
+    cutover: Cutover
+    access_log: AccessLog = field(default_factory=AccessLog)
+    account: str | None = None
+    source: str = field(default="", compare=False)  # the file it came from (not a YAML key)
+
+    # SSM naming convention: /brainstorm-router/<env>/<component>/<name>. The cutover tool's own
+    # state sits next to the gateway config so one IAM prefix covers both.
+    @property
+    def ssm_prefix(self) -> str:
+        return self.gateway.parameter_name.rsplit("/gateway/", 1)[0]
+
+    @property
+    def lock_parameter(self) -> str:
+        return f"{self.ssm_prefix}/cutover/lock"
+
+    @property
+    def journal_parameter(self) -> str:
+        return f"{self.ssm_prefix}/cutover/journal"
+
+    @property
+    def stack_name(self) -> str:
+        return f"BrainstormRouter-{self.environment}"
+
+    @property
+    def peak_tasks(self) -> int:
+        # A forced redeploy runs up to maximumPercent (200%) of the tasks at once, so at full
+        # scale-out the database sees twice max_tasks pools for the length of a deployment.
+        return self.scaling.max_tasks * MAX_HEALTHY_PERCENT // 100
+
+    @property
+    def peak_connections(self) -> int:
+        return self.database.pool_size * self.peak_tasks + self.database.reserved_connections
+
+
+MAX_HEALTHY_PERCENT = 200
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,
+                      2192, 2557, 2922, 3288, 3653)
+MIN_HEALTHY_PERCENT = 100
+
+
+# ---------------------------------------------------------------- the generic builder
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is Seconds:
+        return "duration (e.g. 30m, 15s)"
+    if origin is Literal:
+        return " | ".join(map(str, typing.get_args(tp)))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin is tuple:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "mapping"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _got(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "an integer", float: "a number", type(None): "nothing (null)"}.get(
+        type(value), type(value).__name__)
+
+
+def _build(tp: Any, value: Any, key: str, file: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _build(args[0], value, key, file)
+    if tp is Seconds:
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise ConfigError(file, key, str(exc), "write a duration such as 30m, 15s or 24h") from None
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(file, key, f"{value!r} is not allowed",
+                              f"use one of: {', '.join(map(str, allowed))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(file, key, f"expected a list, got {_got(value)}", "write a YAML list")
+        (item,) = typing.get_args(tp)[:1]
+        return tuple(_build(item, v, f"{key}[{i}]", file) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(file, key, f"expected a mapping, got {_got(value)}", "write a YAML mapping")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build_dataclass(tp, value, key, file)
+    # Plain scalars. bool is an int in Python; a YAML 'yes' must not pass as a count.
+    ok = isinstance(value, tp) and not (tp is int and isinstance(value, bool))
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        ok, value = True, float(value)
+    if not ok:
+        raise ConfigError(file, key, f"expected {_type_name(tp)}, got {_got(value)} ({value!r})",
+                          f"write a {_type_name(tp)} value")
+    return value
+
+
+def _build_dataclass(cls: Any, data: Any, key: str, file: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(file, key, f"expected a mapping, got {_got(data)}", "write a YAML mapping")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "source"]
+    prefix = f"{key}." if key else ""
+    for k in data:
+        if k not in names:
+            close = difflib.get_close_matches(str(k), names, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(names)}"
+            raise ConfigError(file, f"{prefix}{k}", "unknown key", f"remove it or rename it ({hint})")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name == "source":
+            continue
+        if f.name not in data:
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+                continue
+            raise ConfigError(file, f"{prefix}{f.name}", "missing key",
+                              f"add '{f.name}: <{_type_name(hints[f.name])}>'")
+        kwargs[f.name] = _build(hints[f.name], data[f.name], f"{prefix}{f.name}", file)
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------- semantic checks
+
+
+def _check(cfg: EnvConfig, file: str) -> None:
+    doc: Any = cfg.gateway.document
+    walked = "gateway.document"
+    for part in MODE_PATH:
+        if not isinstance(doc, dict) or part not in doc:
+            raise ConfigError(file, f"{walked}.{part}", "missing key",
+                              f"the gateway document must hold {'.'.join(MODE_PATH)}")
+        doc, walked = doc[part], f"{walked}.{part}"
+    if doc not in MODES:
+        raise ConfigError(file, walked, f"{doc!r} is not allowed", f"use one of: {', '.join(MODES)}")
+    if cfg.observability.log_retention_days not in LOG_RETENTION_DAYS:
+        raise ConfigError(file, "observability.log_retention_days",
+                          f"{cfg.observability.log_retention_days} is not a CloudWatch retention",
+                          f"use one of: {', '.join(map(str, LOG_RETENTION_DAYS))}")
+    s = cfg.scaling
+    if s.min_tasks < 1 or s.max_tasks < s.min_tasks:
+        raise ConfigError(file, "scaling.max_tasks", f"min_tasks={s.min_tasks}, max_tasks={s.max_tasks}",
+                          "need 1 <= min_tasks <= max_tasks")
+    if not s.min_tasks <= cfg.service.desired_count <= s.max_tasks:
+        raise ConfigError(file, "service.desired_count", f"{cfg.service.desired_count} is outside "
+                          f"scaling [{s.min_tasks}, {s.max_tasks}]", "keep min_tasks <= desired_count <= max_tasks")
+    for name, pct in (("cpu_target_percent", s.cpu_target_percent),
+                      ("memory_target_percent", s.memory_target_percent)):
+        if not 10 <= pct <= 95:
+            raise ConfigError(file, f"scaling.{name}", f"{pct} is out of range", "use 10..95")
+    db = cfg.database
+    if db.pool_size < 1:
+        raise ConfigError(file, "database.pool_size", f"{db.pool_size} is not a pool size", "use a positive integer")
+    if cfg.peak_connections > db.max_connections:
+        # Scaling out (and the 200% surge of a deployment at full scale) must never be what
+        # exhausts the database: refuse to synthesize a fleet that could.
+        need = cfg.peak_connections
+        fit_tasks = max((db.max_connections - db.reserved_connections) // db.pool_size
+                        * 100 // MAX_HEALTHY_PERCENT, 0)
+        fit_pool = max((db.max_connections - db.reserved_connections) // cfg.peak_tasks, 0)
+        raise ConfigError(
+            file, "database.pool_size",
+            f"pool_size {db.pool_size} x {cfg.peak_tasks} peak tasks (max_tasks {s.max_tasks} at "
+            f"{MAX_HEALTHY_PERCENT}% during a deployment) + {db.reserved_connections} reserved = {need} "
+            f"> max_connections {db.max_connections}",
+            f"lower scaling.max_tasks to {fit_tasks}, or pool_size to {fit_pool}, or raise "
+            "database.max_connections (a bigger DB class), or put RDS Proxy in front of the database")
+    if cfg.cutover.poll <= 0 or cfg.cutover.watch < 0:
+        raise ConfigError(file, "cutover.poll", "poll must be > 0 and watch >= 0", "e.g. poll: 15s, watch: 30m")
+    if cfg.cutover.probes.per_task < 1:
+        raise ConfigError(file, "cutover.probes.per_task", "must be at least 1", "use 3 (the runbook's value)")
+    for i, c in enumerate(cfg.cutover.future_callers):
+        if c.acknowledged is not None and not c.acknowledged.strip():
+            raise ConfigError(file, f"cutover.future_callers[{i}].acknowledged", "empty reason",
+                              "write why this caller is safe, or remove the key")
+    if cfg.gateway.parameter_name.rsplit("/gateway/", 1)[0] == cfg.gateway.parameter_name:
+        raise ConfigError(file, "gateway.parameter_name", "does not follow the naming convention",
+                          f"use /brainstorm-router/{cfg.environment}/gateway/config")
+
+
+# ---------------------------------------------------------------- loading
+
+
+def known_environments(config_dir: Path = DEFAULT_CONFIG_DIR) -> list[str]:
+    return sorted(p.stem for p in Path(config_dir).glob("*.yaml"))
+
+
+def config_path(env: str, config_dir: Path = DEFAULT_CONFIG_DIR) -> Path:
+    path = Path(config_dir) / f"{env}.yaml"
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", env) or not path.is_file():
+        known = ", ".join(known_environments(config_dir)) or "none"
+        raise ConfigError(path, "--env", f"unknown environment {env!r}",
+                          f"use one of: {known} (files in {config_dir})")
+    return path
+
+
+def parse(text: str, file: str) -> EnvConfig:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(file, "", f"YAML syntax error at {where}: {problem}",
+                          "fix the YAML at that line (indentation, quotes, colons)") from None
+    cfg = _build_dataclass(EnvConfig, data if data is not None else {}, "", file)
+    _check(cfg, file)
+    return dataclasses.replace(cfg, source=file)
+
+
+def load(env: str, config_dir: Path = DEFAULT_CONFIG_DIR) -> EnvConfig:
+    path = config_path(env, config_dir)
+    cfg = parse(path.read_text(encoding="utf-8"), str(path))
+    if cfg.environment != env:
+        raise ConfigError(path, "environment", f"says {cfg.environment!r} but the file is {path.name}",
+                          f"set environment: {env}")
+    return cfg
+
+
+def load_all(config_dir: Path = DEFAULT_CONFIG_DIR) -> list[EnvConfig]:
+    return [load(env, config_dir) for env in known_environments(config_dir)]

@@ -1,0 +1,91 @@
+"""The IAM managed policy an operator (or CI role) attaches to run `python -m cutover`.
+
+Exactly what the tool calls, scoped to this environment's resources wherever IAM allows.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Stack
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from stacks.nag import acknowledge
+
+
+class CutoverOperatorPolicy(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        environment: str,
+        ssm_prefix: str,
+        gateway_parameter_name: str,
+        service: ecs.FargateService,
+        cluster: ecs.ICluster,
+        log_group: logs.ILogGroup,
+        alarm_arns: list[str],
+    ) -> None:
+        super().__init__(scope, id)
+        stack = Stack.of(self)
+
+        def param_arn(name: str) -> str:
+            return stack.format_arn(service="ssm", resource="parameter", resource_name=name.lstrip("/"))
+
+        gateway_param = param_arn(gateway_parameter_name)
+        cutover_params = param_arn(f"{ssm_prefix}/cutover/*")
+        self.policy = iam.ManagedPolicy(
+            self, "Policy",
+            managed_policy_name=f"brainstorm-router-{environment}-cutover-operator",
+            description="Run `python -m cutover` against this environment (flip, redeploy, probe, watch, roll back).",
+            statements=[
+                iam.PolicyStatement(
+                    sid="GatewayConfig",
+                    actions=["ssm:GetParameter", "ssm:GetParameterHistory", "ssm:PutParameter",
+                             "ssm:LabelParameterVersion"],
+                    resources=[gateway_param]),
+                iam.PolicyStatement(
+                    sid="CutoverLockAndJournal",
+                    actions=["ssm:GetParameter", "ssm:GetParameterHistory", "ssm:PutParameter",
+                             "ssm:DeleteParameter"],
+                    resources=[cutover_params]),
+                iam.PolicyStatement(
+                    sid="Service",
+                    actions=["ecs:DescribeServices", "ecs:UpdateService"],
+                    resources=[service.service_arn]),
+                iam.PolicyStatement(
+                    sid="Tasks",
+                    actions=["ecs:ListTasks", "ecs:DescribeTasks"],
+                    resources=["*"],
+                    conditions={"ArnEquals": {"ecs:cluster": cluster.cluster_arn}}),
+                iam.PolicyStatement(
+                    sid="Logs",
+                    actions=["logs:FilterLogEvents", "logs:StartQuery", "logs:GetQueryResults"],
+                    resources=[log_group.log_group_arn, f"{log_group.log_group_arn}:*"]),
+                iam.PolicyStatement(
+                    sid="GuardAlarms",
+                    actions=["cloudwatch:DescribeAlarms"],
+                    resources=alarm_arns),
+                iam.PolicyStatement(
+                    sid="WhoAmI",
+                    actions=["sts:GetCallerIdentity"],
+                    resources=["*"]),
+            ],
+        )
+        acknowledge(self.policy,
+            id=f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ssm:{stack.region}:<AWS::AccountId>:"
+               f"parameter{ssm_prefix}/cutover/*]",
+            reason="The cutover lock and journal are created and deleted per run under this one prefix.",
+        )
+        acknowledge(self.policy,
+            id="AwsSolutions-IAM5[Resource::*]",
+            reason="ecs:ListTasks/DescribeTasks do not support resource ARNs for a service's tasks; "
+                   "they are limited to this cluster by the ecs:cluster condition. "
+                   "sts:GetCallerIdentity has no resource.",
+        )
+        acknowledge(self.policy,
+            id=f"AwsSolutions-IAM5[Resource::<{stack.get_logical_id(log_group.node.default_child)}.Arn>:*]",
+            reason="Log events are read from the streams of this one log group (the gateway's).",
+        )

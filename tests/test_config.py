@@ -1,0 +1,120 @@
+"""config/<env>.yaml: every kind of bad input is one line naming the file, key and fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cutover import config
+from cutover.config import ConfigError, load, parse_duration
+
+
+def edit(config_dir: Path, env: str, old: str, new: str) -> None:
+    path = config_dir / f"{env}.yaml"
+    text = path.read_text()
+    assert old in text, f"fixture text {old!r} not in {path.name}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def error_for(config_dir: Path, env: str = "production") -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load(env, config_dir)
+    message = str(info.value)
+    assert "\n" not in message, "errors are one line"
+    assert message.startswith(str(config_dir / f"{env}.yaml")), message
+    assert "fix:" in message
+    return info.value
+
+
+def test_every_shipped_environment_loads_with_ship_log_values():
+    envs = {c.environment: c for c in config.load_all()}
+    assert set(envs) == {"production", "staging", "sandbox"}
+    prod = envs["production"]
+    assert prod.region == "us-east-1"
+    assert prod.service.cluster_name == "brainstorm-router-production"
+    assert prod.service.service_name == "brainstorm-router-production-fargate"
+    assert prod.service.desired_count == 2 and prod.scaling.min_tasks == 2
+    assert prod.database.pool_size == 200
+    assert prod.gateway.mode == "advisory"
+    assert prod.cutover.watch == 30 * 60 and prod.cutover.gate.lookback == 24 * 3600
+
+
+def test_missing_key(config_dir):
+    edit(config_dir, "production", "  cpu: 1024\n", "")
+    err = error_for(config_dir)
+    assert err.key == "service.cpu" and err.problem == "missing key"
+
+
+def test_wrong_type(config_dir):
+    edit(config_dir, "production", "desired_count: 2", "desired_count: two")
+    err = error_for(config_dir)
+    assert err.key == "service.desired_count" and "expected int" in err.problem
+
+
+def test_boolean_is_not_a_count(config_dir):
+    edit(config_dir, "production", "desired_count: 2", "desired_count: yes")
+    assert error_for(config_dir).key == "service.desired_count"
+
+
+def test_unknown_key_suggests_the_close_one(config_dir):
+    edit(config_dir, "production", "  pool_size: 200", "  pool_sise: 200")
+    err = error_for(config_dir)
+    assert err.key == "database.pool_sise" and err.problem == "unknown key"
+    assert "pool_size" in err.fix
+
+
+def test_bad_enum_value(config_dir):
+    edit(config_dir, "production", "meshWritesEnforcement: advisory", "meshWritesEnforcement: enforce")
+    err = error_for(config_dir)
+    assert err.key == "gateway.document.tls.mtls.meshWritesEnforcement"
+    assert "advisory, strict" in err.fix
+
+
+def test_yaml_syntax_error_names_the_line(config_dir):
+    edit(config_dir, "production", "  cpu: 1024\n", "  cpu: [1024\n")
+    err = error_for(config_dir)
+    assert "YAML syntax error at line" in err.problem
+
+
+def test_unknown_environment_lists_known_ones(config_dir):
+    with pytest.raises(ConfigError) as info:
+        load("prod", config_dir)
+    assert "unknown environment 'prod'" in str(info.value)
+    assert "production, sandbox, staging" in str(info.value)
+
+
+def test_bad_duration(config_dir):
+    edit(config_dir, "production", "  watch: 30m", "  watch: thirty minutes")
+    assert error_for(config_dir).key == "cutover.watch"
+
+
+def test_pool_that_could_exhaust_the_database_is_refused_with_numbers_and_options(config_dir):
+    edit(config_dir, "production", "  max_tasks: 4", "  max_tasks: 6")
+    err = error_for(config_dir)
+    assert err.key == "database.pool_size"
+    # 200 x (6 x 200%) + 100 reserved = 2500 > 2000
+    assert "= 2500 > max_connections 2000" in err.problem
+    assert "RDS Proxy" in err.fix and "max_tasks to 4" in err.fix
+
+
+def test_environment_name_must_match_file(config_dir):
+    edit(config_dir, "staging", "environment: staging", "environment: production")
+    assert error_for(config_dir, "staging").key == "environment"
+
+
+def test_retention_must_be_a_cloudwatch_value(config_dir):
+    edit(config_dir, "production", "log_retention_days: 90", "log_retention_days: 91")
+    assert error_for(config_dir).key == "observability.log_retention_days"
+
+
+@pytest.mark.parametrize("text,seconds", [("30m", 1800), ("15s", 15), ("24h", 86400),
+                                          ("1h30m", 5400), (45, 45), ("250ms", 0.25)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "10x", "m", "-5", True])
+def test_bad_durations(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
