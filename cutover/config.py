@@ -66,6 +66,13 @@ def format_duration(seconds: float) -> str:
     return "".join(f"{v}{u}" for v, u in ((h, "h"), (m, "m"), (s, "s")) if v) or "0s"
 
 
+def render_document(document: dict) -> str:
+    """The exact text stored in the gateway config parameter (the gateway reads YAML).
+
+    One renderer for the stack, the sandbox and the tests, so they never disagree byte-wise."""
+    return yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
+
+
 # ---------------------------------------------------------------- the schema
 
 

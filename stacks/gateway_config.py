@@ -7,14 +7,10 @@ the *current* value: undoing a bad flip is the cutover tool's job, not ECS's.
 
 from __future__ import annotations
 
-import yaml
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
-
-def render_document(document: dict) -> str:
-    """The exact text stored in the parameter (the gateway reads YAML)."""
-    return yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
+from cutover.config import render_document
 
 
 class GatewayConfig(Construct):

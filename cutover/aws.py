@@ -1,0 +1,178 @@
+"""The only boto3 layer: small typed calls, one retry policy, a call counter.
+
+Retries live here and only here: throttling and transient errors are retried with jittered
+exponential backoff through tenacity with an *injected* sleep (tests pass a fake one), and
+botocore's own retries are off so the two never multiply.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+TRANSIENT_CODES = frozenset({
+    "Throttling", "ThrottlingException", "ThrottledException", "TooManyRequestsException",
+    "RequestLimitExceeded", "ServiceUnavailable", "ServiceUnavailableException", "InternalFailure",
+    "InternalServerError", "ServerException", "RequestTimeout", "RequestTimeoutException",
+    "LimitExceededException",
+})
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, ClientError):
+        return exc.response.get("Error", {}).get("Code") in TRANSIENT_CODES
+    return isinstance(exc, (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError))
+
+
+def error_code(exc: BaseException) -> str:
+    return exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    value: str
+    version: int
+    type: str
+    tier: str = "Standard"
+
+
+class Aws:
+    """Typed wrappers over the five clients the tool needs."""
+
+    def __init__(self, clients: dict[str, Any], *, sleep: Callable[[float], None],
+                 attempts: int = 8, max_backoff: float = 20.0) -> None:
+        self.ssm, self.ecs, self.logs = clients["ssm"], clients["ecs"], clients["logs"]
+        self.cloudwatch, self.sts = clients["cloudwatch"], clients["sts"]
+        self.calls: Counter[str] = Counter()
+        self.retries = 0
+        self._retrying = dict(
+            retry=retry_if_exception(is_transient),
+            wait=wait_random_exponential(multiplier=0.5, max=max_backoff),
+            stop=stop_after_attempt(attempts),
+            sleep=sleep,
+            reraise=True,
+            before_sleep=self._count_retry,
+        )
+
+    @classmethod
+    def from_environment(cls, *, region: str, profile: str | None, sleep: Callable[[float], None]) -> Aws:
+        """The standard boto3 chain: profiles, env credentials, AWS_ENDPOINT_URL (moto, the sandbox)."""
+        import boto3
+        from botocore.config import Config
+
+        session = boto3.Session(profile_name=profile, region_name=region)
+        conf = Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=30)
+        clients = {name: session.client(name, config=conf) for name in ("ssm", "ecs", "logs", "cloudwatch", "sts")}
+        return cls(clients, sleep=sleep)
+
+    def _count_retry(self, _state: Any) -> None:
+        self.retries += 1
+
+    def _call(self, client: Any, op: str, **kwargs: Any) -> dict:
+        self.calls[op] += 1
+        for attempt in Retrying(**self._retrying):
+            with attempt:
+                return getattr(client, op)(**kwargs)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ------------------------------------------------------------------ identity
+
+    def caller_arn(self) -> str:
+        return self._call(self.sts, "get_caller_identity")["Arn"]
+
+    # ------------------------------------------------------------------ SSM
+
+    def get_parameter(self, name: str, version: int | None = None) -> Parameter:
+        selector = f"{name}:{version}" if version is not None else name
+        p = self._call(self.ssm, "get_parameter", Name=selector)["Parameter"]
+        return Parameter(name=name, value=p["Value"], version=int(p["Version"]), type=p["Type"])
+
+    def find_parameter(self, name: str) -> Parameter | None:
+        try:
+            return self.get_parameter(name)
+        except ClientError as exc:
+            if error_code(exc) == "ParameterNotFound":
+                return None
+            raise
+
+    def parameter_tier(self, name: str) -> str:
+        resp = self._call(self.ssm, "describe_parameters",
+                          ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": [name]}])
+        found = resp.get("Parameters") or [{}]
+        return found[0].get("Tier", "Standard")
+
+    def put_parameter(self, name: str, value: str, *, type: str = "String", tier: str = "Standard",
+                      description: str | None = None) -> int:
+        kwargs: dict[str, Any] = dict(Name=name, Value=value, Type=type, Tier=tier, Overwrite=True)
+        if description:
+            kwargs["Description"] = description
+        return int(self._call(self.ssm, "put_parameter", **kwargs)["Version"])
+
+    def create_parameter(self, name: str, value: str) -> bool:
+        """Create only if absent (Overwrite=False): the primitive the lock is built on."""
+        try:
+            self._call(self.ssm, "put_parameter", Name=name, Value=value, Type="String", Overwrite=False)
+            return True
+        except ClientError as exc:
+            if error_code(exc) == "ParameterAlreadyExists":
+                return False
+            raise
+
+    def delete_parameter(self, name: str) -> None:
+        try:
+            self._call(self.ssm, "delete_parameter", Name=name)
+        except ClientError as exc:
+            if error_code(exc) != "ParameterNotFound":
+                raise
+
+    def label_parameter(self, name: str, version: int, label: str) -> None:
+        self._call(self.ssm, "label_parameter_version", Name=name, ParameterVersion=version, Labels=[label])
+
+    # ------------------------------------------------------------------ ECS
+
+    def describe_service(self, cluster: str, service: str) -> dict:
+        resp = self._call(self.ecs, "describe_services", cluster=cluster, services=[service])
+        if not resp.get("services"):
+            reasons = "; ".join(f.get("reason", "?") for f in resp.get("failures", []))
+            raise LookupError(f"ECS service {service} not found in cluster {cluster} ({reasons or 'no detail'})")
+        return resp["services"][0]
+
+    def force_new_deployment(self, cluster: str, service: str) -> dict:
+        return self._call(self.ecs, "update_service", cluster=cluster, service=service,
+                          forceNewDeployment=True)["service"]
+
+    # ------------------------------------------------------------------ logs
+
+    def log_events(self, group: str, start_ms: int, end_ms: int, pattern: str | None = None) -> Iterator[dict]:
+        """Every event in [start_ms, end_ms], following nextToken; `pattern` is a server-side pre-filter."""
+        kwargs: dict[str, Any] = dict(logGroupName=group, startTime=int(start_ms), endTime=int(end_ms))
+        if pattern:
+            kwargs["filterPattern"] = pattern
+        while True:
+            resp = self._call(self.logs, "filter_log_events", **kwargs)
+            self.calls["events_read"] += len(resp.get("events", []))
+            yield from resp.get("events", [])
+            token = resp.get("nextToken")
+            if not token or token == kwargs.get("nextToken"):
+                return
+            kwargs["nextToken"] = token
+
+    # ------------------------------------------------------------------ alarms
+
+    def alarms_in_alarm(self, names: tuple[str, ...] | list[str]) -> list[str]:
+        if not names:
+            return []
+        resp = self._call(self.cloudwatch, "describe_alarms", AlarmNames=list(names))
+        return [a["AlarmName"] for a in resp.get("MetricAlarms", []) if a.get("StateValue") == "ALARM"]
+
+
+def dumps(data: Any) -> str:
+    """Compact JSON for state kept in SSM (4 KB per standard parameter)."""
+    return json.dumps(data, separators=(",", ":"), sort_keys=True, default=str)

@@ -1,0 +1,207 @@
+"""The mTLS recipe, pure: the flag's place in YAML, the gate's patterns, what a 403 means.
+
+Nothing here talks to AWS or the network; the engine feeds it text and log events.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+from cutover.config import MODE_PATH, MODES, AccessLog, FutureCaller, Gate
+
+PROBE_USER_AGENT = "brainstorm-cutover-probe"
+RUN_HEADER = "X-Cutover-Run"
+MESH_WRITE_PREFIX = "/v1/agent/"
+
+
+# ---------------------------------------------------------------- the flag inside YAML text
+
+
+def _scalar_span(text: str, path: tuple[str, ...]) -> tuple[int, int, Any]:
+    """(start, end, value) of the scalar at `path`, as character offsets into `text`.
+
+    Located with ruamel's round-trip parser, then spliced by hand: every other byte (comments,
+    quoting, key order, indentation) stays exactly as it was.
+    """
+    from ruamel.yaml import YAML
+
+    node: Any = YAML(typ="rt").load(StringIO(text))
+    for key in path[:-1]:
+        node = node[key]
+    line, col = node.lc.value(path[-1])
+    lines = text.splitlines(keepends=True)
+    start = sum(len(x) for x in lines[:line]) + col
+    rest = lines[line][col:]
+    value = node[path[-1]]
+    raw = str(value)
+    if rest.startswith(("'", '"')):
+        end = start + rest.index(rest[0], 1) + 1
+    else:
+        end = start + len(raw)
+        if text[start:end] != raw:
+            raise ValueError(f"cannot locate {'.'.join(path)} in the YAML text")
+    return start, end, value
+
+
+def read_mode(text: str, path: tuple[str, ...] = MODE_PATH) -> str:
+    return str(_scalar_span(text, path)[2])
+
+
+def with_mode(text: str, mode: str, path: tuple[str, ...] = MODE_PATH) -> str:
+    """The same document with only the flag changed."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    start, end, _ = _scalar_span(text, path)
+    return text[:start] + mode + text[end:]
+
+
+def write_config_mode(config_file: str | Path, mode: str) -> bool:
+    """Write the new mode back into config/<env>.yaml so the next `cdk deploy` agrees with
+    production. Returns False when the file already says so."""
+    path = Path(config_file)
+    text = path.read_text(encoding="utf-8")
+    full = ("gateway", "document", *MODE_PATH)
+    if read_mode(text, full) == mode:
+        return False
+    path.write_text(with_mode(text, mode, full), encoding="utf-8")
+    return True
+
+
+# ---------------------------------------------------------------- the gate
+
+
+def gate_filter_pattern(gate: Gate) -> str:
+    """One server-side pre-filter covering every pattern and route (CloudWatch OR terms).
+
+    Only a pre-filter: the counts are always computed in `GateCounts.add`, so a filter that the
+    server ignores (moto) or widens cannot change the verdict.
+    """
+    terms = dict.fromkeys([*gate.patterns, *gate.routes])
+    return " ".join(f'?"{t}"' for t in terms)
+
+
+@dataclass
+class GateCounts:
+    gate: Gate
+    patterns: Counter[str] = field(default_factory=Counter)
+    routes: Counter[str] = field(default_factory=Counter)
+    excluded: int = 0
+    scanned: int = 0
+
+    def __post_init__(self) -> None:
+        for p in self.gate.patterns:
+            self.patterns[p] += 0
+        for r in self.gate.routes:
+            self.routes[r] += 0
+
+    def add(self, message: str) -> None:
+        self.scanned += 1
+        for p in self.gate.patterns:
+            if p not in message:
+                continue
+            if p == self.gate.broad_pattern and any(x in message for x in self.gate.broad_excludes):
+                self.excluded += 1  # [api/cold-start] timing lines mention mtls but are not bypasses
+                continue
+            self.patterns[p] += 1
+        for r in self.gate.routes:
+            if r in message:
+                self.routes[r] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.patterns.values()) + sum(self.routes.values())
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    green: bool
+    reasons: tuple[str, ...]
+    counts: GateCounts
+    callers: tuple[tuple[str, str], ...]  # (name, state) for the report
+
+
+def judge_gate(counts: GateCounts, callers: tuple[FutureCaller, ...], *, alarms_in_alarm: list[str],
+               deployments: int, running: int, desired: int) -> GateVerdict:
+    reasons: list[str] = []
+    for p, n in counts.patterns.items():
+        if n:
+            reasons.append(f"{n} log event(s) match {p!r} in the lookback window")
+    for r, n in counts.routes.items():
+        if n:
+            reasons.append(f"{n} request(s) to {r} in the lookback window")
+    states = []
+    for c in callers:
+        if c.enrolled:
+            states.append((c.name, "enrolled"))
+        elif c.acknowledged:
+            states.append((c.name, f"acknowledged: {c.acknowledged}"))
+        else:
+            states.append((c.name, "NOT ENROLLED"))
+            reasons.append(f"future caller {c.name!r} is neither enrolled nor acknowledged")
+    if alarms_in_alarm:
+        reasons.append(f"guard alarm(s) already in ALARM: {', '.join(alarms_in_alarm)} "
+                       "(the watch would be blind)")
+    if deployments != 1:
+        reasons.append(f"a deployment is in progress ({deployments} deployments)")
+    if running < desired:
+        reasons.append(f"running tasks {running} < desired {desired}")
+    return GateVerdict(green=not reasons, reasons=tuple(reasons), counts=counts, callers=tuple(states))
+
+
+# ---------------------------------------------------------------- 403 classification
+
+
+LEGITIMATE, PROBE, UNAUTHENTICATED = "legitimate", "probe", "unauthenticated"
+
+
+@dataclass(frozen=True)
+class AccessEvent:
+    route: str
+    status: int
+    caller: str
+    user_agent: str
+    run_id: str
+
+    @property
+    def mesh_write(self) -> bool:
+        return self.route.startswith(MESH_WRITE_PREFIX)
+
+
+def parse_access(message: str, fields: AccessLog) -> AccessEvent | None:
+    """An access-log JSON line -> AccessEvent; None for anything else (app logs, timing lines)."""
+    start = message.find("{")
+    if start < 0:
+        return None
+    try:
+        data = json.loads(message[start:])
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or fields.route_field not in data:
+        return None
+    try:
+        status = int(data.get(fields.status_field, 0))
+    except (TypeError, ValueError):
+        return None
+    return AccessEvent(
+        route=str(data.get(fields.route_field) or ""),
+        status=status,
+        caller=str(data.get(fields.caller_field) or ""),
+        user_agent=str(data.get(fields.user_agent_field) or ""),
+        run_id=str(data.get(fields.run_id_field) or ""),
+    )
+
+
+def classify_403(event: AccessEvent) -> str | None:
+    """For a mesh-write 403: who got it. None when the event is not a mesh-write 403."""
+    if not (event.mesh_write and event.status == 403):
+        return None
+    if event.run_id or event.user_agent.startswith(PROBE_USER_AGENT):
+        return PROBE  # ours (any run's): expected under strict
+    if not event.caller:
+        return UNAUTHENTICATED  # no API key: noise, it would have been refused anyway
+    return LEGITIMATE

@@ -1,0 +1,229 @@
+"""Test doubles for the engine's edges: a fake clock, a scripted ECS rollout around moto, AWS
+fault injection, and a gateway model that answers probes by the mode its tasks started with.
+
+moto does not advance ECS rollouts (a forced deployment is COMPLETED at once), so `World`
+scripts the states the tool must handle; everything else is moto's real API behaviour.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from cutover.aws import Aws
+from cutover.config import EnvConfig
+from cutover.engine import Cutover
+from cutover.mtls import read_mode
+from cutover.probes import ENROLLED, FORGED, NO_CERT, ProbeResult, ProbeSpec, expectations
+from cutover.report import ConsoleUi
+from cutover.sandbox.provision import provision
+
+SERVICES = ("ssm", "ecs", "logs", "cloudwatch", "sts")
+# Near the real time: CloudWatch (and moto) reject log events more than 2 h in the future or
+# 14 days in the past, so the fake clock starts at the wall clock and then moves on its own.
+START = float(int(time.time()))
+
+
+class Crash(BaseException):
+    """A process kill: nothing in the tool may catch it."""
+
+
+class FakeClock:
+    def __init__(self, start: float = START) -> None:
+        self.now = start
+        self.hooks: list[Any] = []
+        self.slept = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.now += seconds
+        self.slept += seconds
+        for hook in list(self.hooks):
+            hook(self.now)
+
+
+def client_error(code: str, op: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": f"injected {code}"}}, op)
+
+
+class Faulty:
+    """A boto3 client proxy that fails chosen operations: {op: [exception or None, ...]} in order."""
+
+    def __init__(self, client: Any, faults: dict[str, list[Any]] | None = None) -> None:
+        self._client, self.faults = client, faults or {}
+
+    def __getattr__(self, op: str) -> Any:
+        real = getattr(self._client, op)
+
+        def call(**kwargs: Any) -> Any:
+            queue = self.faults.get(op)
+            if queue:
+                fault = queue.pop(0)
+                if callable(fault) and not isinstance(fault, BaseException):
+                    fault = fault(kwargs)
+                if fault is not None:
+                    raise fault
+            return real(**kwargs)
+        return call
+
+
+class ScriptedEcs(Faulty):
+    """ECS with rollouts that take time: each forced deployment follows the next script."""
+
+    def __init__(self, client: Any, world: World) -> None:
+        super().__init__(client)
+        self.world = world
+
+    def __getattr__(self, op: str) -> Any:
+        if op == "update_service":
+            return self._update_service
+        if op == "describe_services":
+            return self._describe_services
+        return super().__getattr__(op)
+
+    def _update_service(self, **kwargs: Any) -> Any:
+        resp = super().__getattr__("update_service")(**kwargs)
+        self.world.start_rollout(resp["service"]["deployments"][0]["id"])
+        return self._shape(resp, "service")
+
+    def _describe_services(self, **kwargs: Any) -> Any:
+        resp = super().__getattr__("describe_services")(**kwargs)
+        self.world.advance_on_describe()
+        return self._shape(resp, "services")
+
+    def _shape(self, resp: dict, key: str) -> dict:
+        services = resp[key] if key == "services" else [resp[key]]
+        for s in services:
+            s["deployments"] = self.world.deployments(s["deployments"][0])
+            s["runningCount"] = self.world.running
+        return resp
+
+
+@dataclass
+class World:
+    cfg: EnvConfig
+    clients: dict[str, Any]
+    clock: FakeClock
+    scripts: list[list[str]] = field(default_factory=list)   # one per rollout; default: COMPLETED at once
+    deployed_mode: str = "advisory"
+    probe_override: dict[str, int] | None = None              # kind -> status, to break probes
+    rollouts: int = 0
+    running: int = 2
+    _active: dict | None = None
+    _old_id: str = "ecs-svc/initial"
+
+    # ---------------------------------------------------------------- ECS rollouts
+
+    def start_rollout(self, new_id: str) -> None:
+        script = self.scripts.pop(0) if self.scripts else ["COMPLETED"]
+        mode = read_mode(self.clients["ssm"].get_parameter(Name=self.cfg.gateway.parameter_name)["Parameter"]["Value"])
+        self._active = {"id": new_id, "script": list(script), "state": "IN_PROGRESS", "mode": mode}
+        self.rollouts += 1
+
+    def advance_on_describe(self) -> None:
+        a = self._active
+        if a and a["script"]:
+            a["state"] = a["script"].pop(0)
+            if a["state"] == "COMPLETED":
+                self.deployed_mode = a["mode"]  # new tasks read the parameter when they started
+                self._old_id = a["id"]
+
+    def deployments(self, moto_dep: dict) -> list[dict]:
+        a = self._active
+        if a is None:
+            return [{**moto_dep, "id": self._old_id, "status": "PRIMARY", "rolloutState": "COMPLETED"}]
+        new = {**moto_dep, "id": a["id"], "status": "PRIMARY", "rolloutState": a["state"],
+               "rolloutStateReason": f"scripted {a['state']}"}
+        if a["state"] == "COMPLETED":
+            self._active = None if not a["script"] else a
+            return [new]
+        return [new, {**moto_dep, "id": self._old_id, "status": "ACTIVE", "rolloutState": "COMPLETED"}]
+
+    # ---------------------------------------------------------------- gateway model
+
+    def probe(self, spec: ProbeSpec, *, mode: str, tasks: int, run_id: str) -> list[ProbeResult]:
+        strict = self.deployed_mode == "strict"
+        status = {NO_CERT: 403 if strict else 401, FORGED: 403 if strict else 401, ENROLLED: 401}
+        status.update(self.probe_override or {})
+        n = spec.per_task * max(tasks, 1)
+        expect = expectations(mode)
+        return [ProbeResult(r, k, expect[k], (status[k],) * n) for r in spec.routes for k in (NO_CERT, FORGED, ENROLLED)]
+
+    # ---------------------------------------------------------------- logs
+
+    def log(self, *, at: float, route: str = "/v1/agent/delegate", status: int = 200, caller: str = "",
+            user_agent: str = "curl/8", run_id: str = "", text: str | None = None) -> None:
+        message = text if text is not None else json.dumps(
+            {"path": route, "status": status, "caller": caller, "userAgent": user_agent, "cutoverRunId": run_id})
+        logs = self.clients["logs"]
+        group = self.cfg.observability.log_group_name
+        stream = "gateway/test"
+        if not logs.describe_log_streams(logGroupName=group, logStreamNamePrefix=stream)["logStreams"]:
+            logs.create_log_stream(logGroupName=group, logStreamName=stream)
+        logs.put_log_events(logGroupName=group, logStreamName=stream,
+                            logEvents=[{"timestamp": int(at * 1000), "message": message}])
+
+    def at(self, when: float, action: Any) -> None:
+        """Run `action()` once, the first time the clock reaches `when`."""
+        def hook(now: float) -> None:
+            if now >= when:
+                self.clock.hooks.remove(hook)
+                action()
+        self.clock.hooks.append(hook)
+
+    # ---------------------------------------------------------------- reads for assertions
+
+    def param(self) -> dict:
+        return self.clients["ssm"].get_parameter(Name=self.cfg.gateway.parameter_name)["Parameter"]
+
+    def mode(self) -> str:
+        return read_mode(self.param()["Value"])
+
+    def lock(self) -> dict | None:
+        try:
+            return json.loads(self.clients["ssm"].get_parameter(Name=self.cfg.lock_parameter)["Parameter"]["Value"])
+        except self.clients["ssm"].exceptions.ParameterNotFound:
+            return None
+
+    def journal(self) -> dict | None:
+        try:
+            return json.loads(self.clients["ssm"].get_parameter(Name=self.cfg.journal_parameter)["Parameter"]["Value"])
+        except self.clients["ssm"].exceptions.ParameterNotFound:
+            return None
+
+    def set_alarm(self, name: str, state: str = "ALARM") -> None:
+        self.clients["cloudwatch"].set_alarm_state(AlarmName=name, StateValue=state, StateReason="test")
+
+    # ---------------------------------------------------------------- the tool, as a fresh process would build it
+
+    def cutover(self, *, faults: dict[str, dict[str, list[Any]]] | None = None, interactive: bool = False,
+                answers: str = "") -> tuple[Cutover, io.StringIO]:
+        faults = faults or {}
+        clients = {n: Faulty(c, faults.get(n)) for n, c in self.clients.items()}
+        clients["ecs"] = ScriptedEcs(self.clients["ecs"], self)
+        clients["ecs"].faults = faults.get("ecs", {})
+        aws = Aws(clients, sleep=self.clock.sleep)
+        out = io.StringIO()
+        ui = ConsoleUi(out, interactive=interactive, answers=io.StringIO(answers))
+        p = self.cfg.cutover.probes
+        spec = ProbeSpec(base_url=p.base_url, routes=self.cfg.cutover.gate.routes, client_cert=p.client_cert,
+                         client_key=p.client_key, ca_bundle=p.ca_bundle, timeout=p.timeout, per_task=p.per_task)
+        engine = Cutover(self.cfg, aws=aws, clock=self.clock, sleep=self.clock.sleep, probe=self.probe,
+                         probe_spec=spec, ui=ui, run_id=lambda: f"run-{int(self.clock.now)}")
+        return engine, out
+
+
+def make_world(cfg: EnvConfig) -> World:
+    """Call inside mock_aws()."""
+    clients = {n: boto3.client(n, region_name=cfg.region) for n in SERVICES}
+    provision(cfg, clients)
+    return World(cfg=cfg, clients=clients, clock=FakeClock())

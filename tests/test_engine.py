@@ -1,0 +1,424 @@
+"""The cutover engine on moto, with a fake clock: every path ends in a known, asserted state
+(parameter, service rollouts, lock, journal), and no test sleeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from moto import mock_aws
+
+from cutover.config import load
+from cutover.engine import FORWARD_STEPS, Options
+from cutover.journal import DONE, INTERRUPTED, ROLLBACK_FAILED, ROLLED_BACK
+from tests.fakes import Crash, client_error, make_world
+
+YES = Options(target="strict", yes=True)
+
+
+@pytest.fixture
+def world(config_dir):
+    with mock_aws():
+        yield make_world(load("production", config_dir))
+
+
+def original(world) -> str:
+    return world.clients["ssm"].get_parameter(Name=f"{world.cfg.gateway.parameter_name}:1")["Parameter"]["Value"]
+
+
+def assert_untouched(world) -> None:
+    assert world.param()["Version"] == 1 and world.mode() == "advisory"
+    assert world.lock() is None
+    assert world.rollouts == 0
+
+
+def assert_restored(world, outcome) -> None:
+    assert outcome.code == 4, outcome.message
+    assert world.param()["Value"] == original(world), "the exact previous document is back"
+    assert world.lock() is None
+    assert world.journal()["state"] == ROLLED_BACK
+
+
+# ---------------------------------------------------------------- the happy path
+
+
+def test_clean_cutover_flips_redeploys_probes_watches_and_finishes(world):
+    world.scripts = [["IN_PROGRESS", "IN_PROGRESS", "COMPLETED"]]
+    # Traffic during the watch: served callers with certs, probes' own 403s, unauthenticated noise.
+    t0 = world.clock.now
+    for i in range(5):
+        world.log(at=t0 + 60 + i * 60, status=200, caller="sandbox-agents")
+    world.log(at=t0 + 30, status=403, user_agent="brainstorm-cutover-probe/run-x", run_id="run-x")
+    world.log(at=t0 + 400, status=403, caller="")
+    engine, out = world.cutover()
+
+    outcome = engine.run(YES)
+
+    assert outcome.code == 0, outcome.message
+    assert world.mode() == "strict" and world.param()["Version"] == 2
+    # Only the flag changed: the documents differ by exactly that one line.
+    before, after = original(world).splitlines(), world.param()["Value"].splitlines()
+    assert [(a, b) for a, b in zip(before, after, strict=True) if a != b] == [
+        ("    meshWritesEnforcement: advisory", "    meshWritesEnforcement: strict")]
+    assert world.deployed_mode == "strict" and world.rollouts == 1
+    assert world.lock() is None
+    j = world.journal()
+    assert j["state"] == DONE and j["previous_version"] == 1 and j["new_version"] == 2
+    assert [s["step"] for s in j["steps"] if s["status"] == "done"] == [
+        "preflight", "gate", "confirm", "flip", "redeploy", "probe", "watch", "finish"]
+    assert world.clock.slept >= 30 * 60, "the whole 30-minute window was watched"
+    assert outcome.watch["mesh_write_requests"] == 6
+    assert outcome.watch["forbidden"] == {"probe": 1, "unauthenticated": 1}
+    # config/production.yaml now agrees with production, with every other byte kept.
+    text = Path(world.cfg.source).read_text()
+    assert "meshWritesEnforcement: strict   # advisory | strict" in text
+    assert outcome.config_written == world.cfg.source
+    labels = world.clients["ssm"].get_parameter_history(Name=world.cfg.gateway.parameter_name)["Parameters"]
+    assert [p.get("Labels") for p in labels] == [[f"cutover-{outcome.run_id}-before"],
+                                                 [f"cutover-{outcome.run_id}-after"]]
+    assert "watch: " in out.getvalue() and "left" in out.getvalue(), "a countdown was shown"
+
+
+def test_already_strict_changes_nothing(world):
+    engine, _ = world.cutover()
+    assert engine.run(YES).code == 0
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    assert outcome.code == 0 and outcome.state == "nothing_to_do"
+    assert world.param()["Version"] == 2 and world.rollouts == 1
+
+
+def test_dry_run_writes_nothing_at_all(world):
+    engine, out = world.cutover()
+    outcome = engine.run(Options(target="strict", dry_run=True))
+    assert outcome.code == 0 and outcome.state == "dry_run"
+    assert_untouched(world)
+    assert world.journal() is None
+    assert "plan: set tls.mtls.meshWritesEnforcement: advisory -> strict" in out.getvalue()
+
+
+def test_advisory_is_the_way_back_without_a_gate(world):
+    engine, _ = world.cutover()
+    engine.run(YES)
+    world.log(at=world.clock.now - 10, text="WARN mtls-advisory bypass")  # would make a gate RED
+    engine, _ = world.cutover()
+    outcome = engine.run(Options(target="advisory", yes=True))
+    assert outcome.code == 0, outcome.message
+    assert world.mode() == "advisory" and world.deployed_mode == "advisory"
+    assert outcome.gate is None and outcome.watch is None
+
+
+# ---------------------------------------------------------------- the gate
+
+
+@pytest.mark.parametrize("text", ['{"level":"warn","msg":"mtls-advisory: no client cert"}',
+                                  "requireMtls=false for caller x", "X-Amzn-Mtls-Clientcert missing",
+                                  '{"path": "/v1/agent/task-runs", "status": 200}'])
+def test_gate_red_changes_nothing(world, text):
+    world.log(at=world.clock.now - 3600, text=text)
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    assert outcome.code == 3 and not outcome.gate.green
+    assert_untouched(world)
+    assert world.journal() is None
+
+
+def test_gate_ignores_cold_start_timing_lines_and_old_events(world):
+    for i in range(10):
+        world.log(at=world.clock.now - 600 - i, text=f"[api/cold-start] mtls init took {i}ms")
+    world.log(at=world.clock.now - 25 * 3600, text="mtls-advisory from two days ago")
+    engine, _ = world.cutover()
+    verdict = engine.gate()
+    assert verdict.green, verdict.reasons
+    assert verdict.counts.excluded == 10 and verdict.counts.patterns["mtls"] == 0
+
+
+def test_gate_counts_patterns_in_one_paginated_pass(world):
+    for i in range(30):
+        world.log(at=world.clock.now - 100 - i, text=f"mtls-advisory bypass {i} /v1/agent/delegate")
+    engine, _ = world.cutover()
+    verdict = engine.gate()
+    assert verdict.counts.patterns["mtls-advisory"] == 30 and verdict.counts.routes["/v1/agent/delegate"] == 30
+    assert verdict.counts.patterns["mtls"] == 30 and verdict.counts.patterns["requireMtls"] == 0
+    assert engine.aws.calls["filter_log_events"] == 1
+
+
+def test_gate_red_for_an_unenrolled_unacknowledged_caller(config_dir):
+    path = config_dir / "production.yaml"
+    path.write_text(path.read_text().replace(
+        '      acknowledged: "CLI mesh writes ship behind CAF enrollment automation (BR-231); no CLI release '
+        'calls /v1/agent/* yet"\n', ""))
+    with mock_aws():
+        world = make_world(load("production", config_dir))
+        engine, _ = world.cutover()
+        outcome = engine.run(YES)
+        assert outcome.code == 3
+        assert any("'brainstorm-cli' is neither enrolled nor acknowledged" in r for r in outcome.gate.reasons)
+        assert_untouched(world)
+
+
+def test_gate_red_when_a_guard_alarm_is_already_firing(world):
+    world.set_alarm(world.cfg.observability.alarm_5xx)
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    assert outcome.code == 3 and "already in ALARM" in outcome.message
+    assert_untouched(world)
+
+
+def test_gate_red_while_a_deployment_is_in_progress(world):
+    world.scripts = [["IN_PROGRESS"] * 100]
+    world.clients["ecs"].update_service  # noqa: B018 (moto has one deployment; script a second)
+    engine, _ = world.cutover()
+    engine.aws.ecs.update_service(cluster=world.cfg.service.cluster_name, service=world.cfg.service.service_name,
+                                  forceNewDeployment=True)
+    outcome = engine.run(YES)
+    assert outcome.code == 3 and "deployment is in progress" in outcome.message
+    assert world.param()["Version"] == 1 and world.lock() is None
+
+
+# ---------------------------------------------------------------- failures after the flip
+
+
+def test_parameter_write_fails_production_unchanged(world):
+    gateway = world.cfg.gateway.parameter_name
+
+    def deny_gateway_writes(kwargs):
+        return client_error("AccessDeniedException", "PutParameter") if kwargs["Name"] == gateway else None
+    engine, _ = world.cutover(faults={"ssm": {"put_parameter": [deny_gateway_writes] * 20}})
+    outcome = engine.run(YES)
+    assert outcome.code == 4 and "flip failed" in outcome.message
+    assert world.param()["Version"] == 1 and world.rollouts == 0, "nothing was deployed"
+    assert world.lock() is None
+
+
+def test_deployment_failed_restores_the_parameter_then_redeploys(world):
+    world.scripts = [["IN_PROGRESS", "IN_PROGRESS", "FAILED"], ["IN_PROGRESS", "COMPLETED"]]
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    assert_restored(world, outcome)
+    assert "FAILED" in outcome.message and world.rollouts == 2
+    assert world.deployed_mode == "advisory"
+    steps = [(s["step"], s["status"]) for s in world.journal()["steps"]]
+    assert steps.index(("restore", "done")) < steps.index(("rollback-redeploy", "started")), \
+        "the parameter is restored before ECS starts tasks that read it"
+
+
+def test_rollout_timeout_rolls_back(world):
+    world.scripts = [["IN_PROGRESS"] * 10_000]
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    assert_restored(world, outcome)
+    assert "not COMPLETED after 30m" in outcome.message
+
+
+def test_probe_mismatch_rolls_back(world):
+    world.probe_override = {"no-cert": 200}  # strict deployed, yet a request without a cert is served
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    world.probe_override = None
+    assert outcome.code in (4, 5)
+    assert world.param()["Value"] == original(world)
+
+
+def test_legitimate_403_during_the_watch_rolls_back_at_once(world):
+    world.scripts = [["COMPLETED"], ["COMPLETED"]]
+    t_hit = world.clock.now + 7 * 60
+    world.at(t_hit, lambda: world.log(at=t_hit, status=403, caller="brainstorm-cli", route="/v1/agent/sub-agents"))
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    assert_restored(world, outcome)
+    assert "'brainstorm-cli' got 403 on /v1/agent/sub-agents" in outcome.message
+    assert world.deployed_mode == "advisory"
+    assert world.clock.now - t_hit <= world.cfg.cutover.poll + 1, "caught within one poll"
+    assert outcome.rollback_probes and all(r.ok for r in outcome.rollback_probes)
+
+
+def test_late_ingested_legitimate_event_is_still_caught(world):
+    t_late = world.clock.now + 5 * 60
+    # Written at t+6m with a timestamp of t+5m: behind the cursor when it arrives, inside the overlap.
+    world.at(t_late + 60, lambda: world.log(at=t_late, status=403, caller="agent-x"))
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    assert_restored(world, outcome)
+    assert "'agent-x' got 403" in outcome.message
+
+
+def test_a_guard_alarm_during_the_watch_rolls_back(world):
+    world.at(world.clock.now + 120, lambda: world.set_alarm(world.cfg.observability.alarm_unhealthy))
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    assert outcome.code == 4 and "unhealthy-hosts" in outcome.message
+
+
+def test_probe_and_unauthenticated_403s_do_not_roll_back(world):
+    t0 = world.clock.now
+    for i in range(20):
+        world.log(at=t0 + 60 + i, status=403, user_agent="brainstorm-cutover-probe/run-other")
+        world.log(at=t0 + 90 + i, status=403, caller="")
+        world.log(at=t0 + 95 + i, status=403, caller="someone", route="/v1/chat/completions")  # not a mesh write
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    assert outcome.code == 0, outcome.message
+    assert outcome.watch["forbidden"] == {"probe": 20, "unauthenticated": 20}
+
+
+def test_a_throttling_burst_is_survived(world):
+    throttle = [client_error("ThrottlingException", "x") for _ in range(4)]
+    engine, _ = world.cutover(faults={
+        "ssm": {"get_parameter": list(throttle), "put_parameter": [None, None, *throttle]},
+        "ecs": {"describe_services": list(throttle), "update_service": list(throttle)},
+        "logs": {"filter_log_events": list(throttle)},
+    })
+    outcome = engine.run(YES)
+    assert outcome.code == 0, outcome.message
+    assert engine.aws.retries == 20 and world.mode() == "strict"
+
+
+def test_throttling_beyond_the_retry_budget_fails_the_step_and_rolls_back(world):
+    # 8 attempts is the budget: the forward redeploy gives up, the rollback's redeploy goes through.
+    engine, _ = world.cutover(faults={"ecs": {"update_service": [client_error("ThrottlingException", "x")] * 8}})
+    outcome = engine.run(YES)
+    assert_restored(world, outcome)
+    assert "redeploy failed: ClientError" in outcome.message and "ThrottlingException" in outcome.message
+
+
+def test_throttling_that_never_ends_fails_loudly_with_exit_5(world):
+    engine, _ = world.cutover(faults={"ecs": {"update_service": [client_error("ThrottlingException", "x")] * 99}})
+    outcome = engine.run(YES)
+    assert outcome.code == 5 and world.param()["Value"] == original(world), "the parameter was still restored"
+    assert outcome.manual
+
+
+# ---------------------------------------------------------------- lock
+
+
+def test_a_concurrent_run_is_refused_with_who_holds_the_lock(world):
+    world.scripts = [["IN_PROGRESS"] * 3 + ["COMPLETED"]]
+    first, _ = world.cutover()
+    seen = {}
+
+    def second_run() -> None:
+        other, _ = world.cutover()
+        seen["outcome"] = other.run(YES)
+    world.at(world.clock.now + 1, second_run)
+    assert first.run(YES).code == 0
+    refused = seen["outcome"]
+    assert refused.code == 1 and refused.state == "locked"
+    assert "another cutover holds the lock" in refused.message and "arn:aws:sts" in refused.message
+
+
+def test_break_lock_only_after_expiry(world):
+    engine, _ = world.cutover()
+    engine.store.acquire(run_id="stale", operator="arn:old", now=world.clock.now, ttl=3600, iso=str)
+    outcome = engine.run(Options(target="strict", yes=True, break_lock=True))
+    assert outcome.state == "locked" and "expires at" in outcome.message
+    world.clock.now += 3601
+    engine, _ = world.cutover()
+    assert engine.run(Options(target="strict", yes=True)).state == "locked"
+    assert "--break-lock" in engine.run(Options(target="strict", yes=True)).message
+    assert engine.run(Options(target="strict", yes=True, break_lock=True)).code == 0
+
+
+# ---------------------------------------------------------------- crashes and recovery
+
+
+def crash_after(engine, step: str) -> None:
+    real = engine.store.save
+
+    def save(journal) -> None:
+        real(journal)
+        last = journal.steps[-1]
+        if last["step"] == step and last["status"] == "done":
+            raise Crash(f"killed after {step}")
+    engine.store.save = save
+
+
+@pytest.mark.parametrize("step", FORWARD_STEPS)
+def test_killed_after_each_step_status_tells_the_truth_and_rollback_restores(world, step):
+    engine, _ = world.cutover()
+    crash_after(engine, step)
+    with pytest.raises(Crash):
+        engine.run(YES)
+
+    fresh, _ = world.cutover()  # another machine: nothing shared but AWS
+    status = fresh.status()
+    assert status.status["run"]["state"] == "running"
+    assert status.status["run"]["last_step"]["step"] == step
+    assert status.status["mode"] == "strict" and status.status["lock"]["run_id"] == status.run_id
+    assert "is running after " + step in status.message
+
+    outcome = fresh.rollback(Options())
+    assert_restored(world, outcome)
+    assert world.deployed_mode == "advisory"
+
+
+@pytest.mark.parametrize("step", FORWARD_STEPS[:3])
+def test_killed_after_each_step_resume_completes_the_run(world, step):
+    engine, _ = world.cutover()
+    crash_after(engine, step)
+    with pytest.raises(Crash):
+        engine.run(YES)
+    fresh, _ = world.cutover()
+    outcome = fresh.resume(Options(yes=True))
+    assert outcome.code == 0, outcome.message
+    assert world.mode() == "strict" and world.deployed_mode == "strict"
+    assert world.lock() is None and world.journal()["state"] == DONE
+    assert world.param()["Version"] == 2, "resume did not flip twice"
+
+
+def test_killed_in_the_middle_of_the_flip_is_recoverable(world):
+    engine, _ = world.cutover(faults={"ssm": {"label_parameter_version": [Crash("killed after the write")]}})
+    with pytest.raises(Crash):
+        engine.run(YES)
+    fresh, _ = world.cutover()
+    st = fresh.status().status
+    assert st["mode"] == "strict" and st["run"]["last_step"] == {**st["run"]["last_step"], "step": "flip",
+                                                                 "status": "started"}
+    assert_restored(world, fresh.rollback(Options()))
+
+
+def test_interrupted_watch_non_interactive_keeps_the_lock_and_says_how_to_go_on(world):
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+    world.at(world.clock.now + 300, interrupt)
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    assert outcome.code == 1 and outcome.state == INTERRUPTED
+    assert any("resume" in m for m in outcome.manual) and any("rollback" in m for m in outcome.manual)
+    assert world.lock()["run_id"] == outcome.run_id and world.mode() == "strict"
+    fresh, _ = world.cutover()
+    resumed = fresh.resume(Options(yes=True))
+    assert resumed.code == 0 and world.journal()["state"] == DONE and world.lock() is None
+
+
+def test_interrupted_watch_interactive_can_roll_back(world):
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+    world.at(world.clock.now + 300, interrupt)
+    engine, _ = world.cutover(interactive=True, answers="r\n")
+    outcome = engine.run(Options(target="strict", yes=True))
+    assert_restored(world, outcome)
+
+
+def test_rollback_that_fails_exits_5_with_the_manual_commands(world):
+    world.scripts = [["FAILED"], ["FAILED"]]
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    assert outcome.code == 5 and outcome.state == ROLLBACK_FAILED
+    assert "ROLLBACK FAILED" in outcome.message
+    assert any("aws ssm put-parameter" in c for c in outcome.manual)
+    assert any("--force-new-deployment" in c for c in outcome.manual)
+    assert world.lock() is not None, "the lock stays so no one starts another cutover meanwhile"
+    assert world.journal()["state"] == ROLLBACK_FAILED
+    # The restore itself happened before the redeploy failed: the parameter is safe.
+    assert world.param()["Value"] == original(world)
+    # And once ECS behaves again, `rollback` finishes the job from any machine.
+    fresh, _ = world.cutover()
+    done = fresh.rollback(Options())
+    assert done.code == 4 and world.deployed_mode == "advisory" and world.lock() is None
+
+
+def test_rollback_with_nothing_on_record(world):
+    engine, _ = world.cutover()
+    assert engine.rollback(Options()).state == "nothing_to_roll_back"
+    assert engine.resume(Options()).state == "nothing_to_resume"
