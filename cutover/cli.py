@@ -123,7 +123,7 @@ def build(args: argparse.Namespace, cfg: Any, ui: Any) -> Any:
 def run_command(args: argparse.Namespace, ui: Any, out: Any) -> int:
     from cutover import config as config_mod
     from cutover.engine import Options
-    from cutover.report import gate_text, probe_rows, table, to_json, write_report
+    from cutover.report import probe_rows, table, to_json, write_report
 
     env = args.env or ("sandbox" if args.sandbox else "production")
     cfg = config_mod.load(env, args.config_dir)
@@ -145,7 +145,7 @@ def run_command(args: argparse.Namespace, ui: Any, out: Any) -> int:
 
         if args.command == "gate":
             verdict = engine.gate()
-            ui.info("\n" + gate_text(verdict))
+            ui.gate(verdict)
             if args.json:
                 from cutover.engine import Outcome
                 o = Outcome(code=0 if verdict.green else 3, state="gate", message="", env=env, gate=verdict)
@@ -175,14 +175,15 @@ def run_command(args: argparse.Namespace, ui: Any, out: Any) -> int:
         elif outcome.journal is not None or outcome.gate is not None:
             default = Path("reports") / f"cutover-{outcome.run_id or env}.md"
             outcome.report_path = write_report(outcome, args.report or default)
-        if outcome.gate is not None:
-            ui.info("\n" + gate_text(outcome.gate))
         ui.info("")
         ui.info(f"RESULT: {outcome.state} (exit {outcome.code}): {outcome.message}")
         for line in outcome.manual:
             ui.info(f"  $ {line}")
-        if outcome.config_written:
-            ui.info(f"wrote the new mode into {outcome.config_written}: commit it")
+        if outcome.config_written and args.sandbox:
+            ui.info(f"wrote the new mode into the sandbox's copy {outcome.config_written} "
+                    "(the repository's config/sandbox.yaml is untouched)")
+        elif outcome.config_written:
+            ui.info(f"wrote the new mode into {outcome.config_written}: commit it so `cdk deploy` agrees")
         if outcome.report_path:
             ui.info(f"report: {outcome.report_path}")
         if args.json:

@@ -52,6 +52,12 @@ class ConsoleUi:
         else:
             self._line(f"         {text}")
 
+    def gate(self, verdict: GateVerdict) -> None:
+        self._line("")
+        for line in gate_text(verdict).splitlines():
+            self._line(f"         {line}")
+        self._line("")
+
     def ask(self, prompt: str, choices: tuple[str, ...]) -> str:
         self._line(f"         {prompt} ")
         answer = (self.answers.readline() or "").strip()

@@ -222,6 +222,16 @@ class World:
         return engine, out
 
 
+def tasks_running(cfg: EnvConfig) -> None:
+    """moto leaves a new Fargate service at 0 running tasks; a live service has its desired count."""
+    from moto.ecs.models import ecs_backends
+
+    from cutover.sandbox.provision import ACCOUNT
+
+    svc = ecs_backends[ACCOUNT][cfg.region].services[f"{cfg.service.cluster_name}:{cfg.service.service_name}"]
+    svc.running_count = cfg.service.desired_count
+
+
 def make_world(cfg: EnvConfig) -> World:
     """Call inside mock_aws()."""
     clients = {n: boto3.client(n, region_name=cfg.region) for n in SERVICES}

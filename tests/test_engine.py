@@ -113,7 +113,7 @@ def test_advisory_is_the_way_back_without_a_gate(world):
 
 @pytest.mark.parametrize("text", ['{"level":"warn","msg":"mtls-advisory: no client cert"}',
                                   "requireMtls=false for caller x", "X-Amzn-Mtls-Clientcert missing",
-                                  '{"path": "/v1/agent/task-runs", "status": 200}'])
+                                  "clientCert absent, serving anyway"])
 def test_gate_red_changes_nothing(world, text):
     world.log(at=world.clock.now - 3600, text=text)
     engine, _ = world.cutover()
@@ -121,6 +121,14 @@ def test_gate_red_changes_nothing(world, text):
     assert outcome.code == 3 and not outcome.gate.green
     assert_untouched(world)
     assert world.journal() is None
+
+
+def test_gate_route_counts_are_context_not_a_verdict(world):
+    for i in range(3):  # enrolled callers, with certs: unaffected by strict
+        world.log(at=world.clock.now - 100 - i, route="/v1/agent/task-runs", status=200, caller="sandbox-agents")
+    engine, _ = world.cutover()
+    verdict = engine.gate()
+    assert verdict.green and verdict.counts.routes["/v1/agent/task-runs"] == 3
 
 
 def test_gate_ignores_cold_start_timing_lines_and_old_events(world):

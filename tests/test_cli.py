@@ -1,0 +1,117 @@
+"""The CLI contract: exit codes, and bad input refused before any AWS write."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from cutover.cli import main
+from cutover.config import load
+from cutover.sandbox.provision import provision
+from tests.conftest import ROOT
+from tests.fakes import SERVICES, tasks_running
+
+
+@pytest.fixture
+def aws(config_dir, monkeypatch, tmp_path):
+    """A provisioned moto account; every boto3 client the CLI builds lands here."""
+    monkeypatch.chdir(tmp_path)  # reports/ goes here
+    for k in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        cfg = load("production", config_dir)
+        clients = {n: boto3.client(n, region_name=cfg.region) for n in SERVICES}
+        provision(cfg, clients)
+        tasks_running(cfg)
+        yield cfg, clients
+
+
+def untouched(cfg, clients) -> bool:
+    ssm = clients["ssm"]
+    names = {p["Name"] for p in ssm.describe_parameters()["Parameters"]}
+    return (ssm.get_parameter(Name=cfg.gateway.parameter_name)["Parameter"]["Version"] == 1
+            and names == {cfg.gateway.parameter_name})
+
+
+def run(config_dir, *argv: str) -> int:
+    return main([*argv, "--config-dir", str(config_dir)])
+
+
+@pytest.mark.parametrize("argv", [
+    ["mtls", "--strict", "--env", "prod"],                       # unknown environment
+    ["mtls", "--strict", "--advisory"],                          # contradictory flags
+    ["mtls"],                                                    # mode missing
+    ["mtls", "--strict", "--watch", "soon", "--yes"],            # bad duration
+    ["mtls", "--strict", "--bogus"],                             # unknown flag
+    ["mtls", "--strict"],                                        # not a terminal and no --yes
+    ["mtls", "--strict", "--yes"],                               # probe cert files missing
+    ["launch"],                                                  # unknown command
+])
+def test_bad_usage_exits_2_with_no_aws_write(aws, config_dir, argv, capsys):
+    cfg, clients = aws
+    with pytest.raises(SystemExit) as exited:
+        raise SystemExit(run(config_dir, *argv))
+    assert exited.value.code == 2
+    assert untouched(cfg, clients)
+    err = capsys.readouterr().err
+    assert err.strip(), "says why"
+
+
+@pytest.mark.parametrize("old,new,key", [
+    ("  cpu: 1024\n", "", "service.cpu: missing key"),
+    ("  pool_size: 200", "  pool_sise: 200", "database.pool_sise: unknown key"),
+    ("desired_count: 2", "desired_count: two", "service.desired_count: expected int"),
+    ("meshWritesEnforcement: advisory", "meshWritesEnforcement: enforce",
+     "meshWritesEnforcement: 'enforce' is not allowed"),
+    ("  cpu: 1024\n", "  cpu: [1024\n", "YAML syntax error at line"),
+])
+def test_bad_config_is_one_line_naming_file_key_and_fix(aws, config_dir, capsys, old, new, key):
+    cfg, clients = aws
+    path = config_dir / "production.yaml"
+    path.write_text(path.read_text().replace(old, new, 1))
+    assert run(config_dir, "mtls", "--strict", "--yes") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err and key in err and "fix:" in err
+    assert untouched(cfg, clients)
+
+
+def test_gate_command_prints_the_table_and_json(aws, config_dir, capsys):
+    assert run(config_dir, "gate", "--json") == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["gate"]["green"] is True and result["gate"]["patterns"]["mtls-advisory"] == 0
+    assert '| "mtls-advisory" | 0 |' in captured.err and "Gate: GREEN" in captured.err
+
+
+def test_dry_run_through_the_cli(aws, config_dir, capsys):
+    cfg, clients = aws
+    assert run(config_dir, "mtls", "--strict", "--dry-run") == 0
+    assert "plan: set tls.mtls.meshWritesEnforcement: advisory -> strict" in capsys.readouterr().out
+    assert untouched(cfg, clients)
+
+
+def test_status_reports_mode_and_drift(aws, config_dir, capsys):
+    cfg, clients = aws
+    doc = clients["ssm"].get_parameter(Name=cfg.gateway.parameter_name)["Parameter"]["Value"]
+    clients["ssm"].put_parameter(Name=cfg.gateway.parameter_name, Overwrite=True, Type="String",
+                                 Value=doc.replace("advisory", "strict"))
+    assert run(config_dir, "status", "--json") == 0
+    status = json.loads(capsys.readouterr().out)["status"]
+    assert status["mode"] == "strict" and status["config_file_mode"] == "advisory" and status["drift"]
+
+
+def test_help_teaches_and_does_not_import_moto_or_the_cdk():
+    code = ("import sys; from cutover.cli import build_parser\n"
+            "try:\n    build_parser().parse_args(['--help'])\nexcept SystemExit: pass\n"
+            "heavy = [m for m in ('moto', 'aws_cdk', 'jsii', 'boto3') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "HEAVY []" in out
+    assert "exit codes:" in out and "rolled back" in out and "--sandbox" in out
