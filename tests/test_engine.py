@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -430,3 +431,24 @@ def test_rollback_with_nothing_on_record(world):
     engine, _ = world.cutover()
     assert engine.rollback(Options()).state == "nothing_to_roll_back"
     assert engine.resume(Options()).state == "nothing_to_resume"
+
+
+def test_typed_confirmation_must_name_the_environment(world):
+    engine, _ = world.cutover(interactive=True, answers="yes\n")
+    outcome = engine.run(Options(target="strict"))
+    assert outcome.state == "not_confirmed" and outcome.code == 1
+    assert_untouched(world)
+    engine, _ = world.cutover(interactive=True, answers="production\n")
+    assert engine.run(Options(target="strict")).code == 0 and world.mode() == "strict"
+
+
+def test_report_reads_like_the_ship_log(world):
+    from cutover.report import markdown, to_json
+    world.log(at=world.clock.now - 600, text="[api/cold-start] mtls ready")
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    md = markdown(outcome)
+    assert '| "mtls" (excl. [api/cold-start]) | 0 |' in md and "| /v1/agent/delegate | 0 |" in md
+    assert "| flip | done |" in md and "| watch | done |" in md and "## Probes" in md
+    assert "No mesh-write traffic from callers" in md, "a quiet window is called out"
+    assert json.loads(to_json(outcome))["exit_code"] == 0

@@ -1,0 +1,136 @@
+"""The pure parts: the flag inside YAML, the incremental log cursor, 403 classification, reports."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cutover.config import AccessLog
+from cutover.mtls import (
+    LEGITIMATE,
+    PROBE,
+    UNAUTHENTICATED,
+    classify_403,
+    parse_access,
+    read_mode,
+    with_mode,
+    write_config_mode,
+)
+from cutover.watch import LogCursor, WatchTally
+
+DOC = """\
+# gateway config, hand-edited
+gateway: {name: brainstorm-router}
+tls:
+  mtls:
+    meshWritesEnforcement: 'advisory'   # quoted, with a comment
+    clientCertHeader: X-Amzn-Mtls-Clientcert
+other: [1, 2, 3]
+"""
+
+
+def test_flip_changes_only_the_flag_and_keeps_every_other_byte():
+    out = with_mode(DOC, "strict")
+    assert out == DOC.replace("'advisory'", "strict")
+    assert read_mode(out) == "strict" and with_mode(out, "advisory").count("advisory") == 1
+
+
+def test_flip_refuses_unknown_modes():
+    with pytest.raises(ValueError):
+        with_mode(DOC, "enforcing")
+
+
+def test_write_config_mode_round_trip(tmp_path):
+    src = tmp_path / "production.yaml"
+    text = "a: 1  # keep\ngateway:\n  document:\n    tls:\n      mtls:\n        meshWritesEnforcement: advisory  # c\n"
+    src.write_text(text)
+    assert write_config_mode(src, "strict") is True
+    assert src.read_text() == text.replace("advisory  # c", "strict  # c")
+    assert write_config_mode(src, "strict") is False, "already says so: no write"
+
+
+# ---------------------------------------------------------------- the cursor
+
+
+class FakeLogs:
+    """CloudWatch's contract: events by *timestamp* in [start, end], paginated."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+        self.reads: list[tuple[int, int]] = []
+
+    def put(self, eid: str, ts: int) -> None:
+        self.events.append({"eventId": eid, "timestamp": ts, "message": eid})
+
+    def read(self, lo: int, hi: int):
+        self.reads.append((lo, hi))
+        yield from (e for e in self.events if lo <= e["timestamp"] <= hi)
+
+
+def test_cursor_reads_only_new_events_with_overlap_and_dedup():
+    logs = FakeLogs()
+    c = LogCursor(read=logs.read, start_ms=0, overlap_ms=100)
+    logs.put("a", 10)
+    assert [e["eventId"] for e in c.poll(1000)] == ["a"]
+    logs.put("b", 1050)
+    assert [e["eventId"] for e in c.poll(2000)] == ["b"]
+    assert logs.reads[-1] == (900, 2000), "re-reads the overlap behind the cursor, not the whole window"
+    assert c.poll(3000) == [], "nothing is reported twice"
+
+
+def test_cursor_catches_a_late_event_inside_the_overlap_and_documents_the_bound():
+    logs = FakeLogs()
+    c = LogCursor(read=logs.read, start_ms=0, overlap_ms=500)
+    c.poll(1000)
+    logs.put("late", 700)      # ingested after the poll at 1000, timestamped behind the cursor
+    logs.put("too-late", 300)  # behind the overlap: the configured bound, so raise `overlap` for slower ingestion
+    assert [e["eventId"] for e in c.poll(1500)] == ["late"]
+
+
+def test_cursor_memory_stays_flat():
+    logs = FakeLogs()
+    c = LogCursor(read=logs.read, start_ms=0, overlap_ms=10)
+    for i in range(10_000):
+        logs.put(f"e{i}", i)
+    c.poll(10_000)
+    c.poll(20_000)
+    assert len(c.seen) < 100
+
+
+# ---------------------------------------------------------------- 403s
+
+
+F = AccessLog()
+
+
+def ev(**kw) -> str:
+    base = {"path": "/v1/agent/delegate", "status": 403, "caller": "", "userAgent": "x", "cutoverRunId": ""}
+    return json.dumps({**base, **kw})
+
+
+@pytest.mark.parametrize("message,kind", [
+    (ev(caller="brainstorm-cli"), LEGITIMATE),
+    (ev(caller="brainstorm-cli", cutoverRunId="run-1"), PROBE),
+    (ev(caller="", userAgent="brainstorm-cutover-probe/run-9"), PROBE),
+    (ev(), UNAUTHENTICATED),
+    (ev(caller="x", status=200), None),
+    (ev(caller="x", path="/v1/chat/completions"), None),
+])
+def test_classify_403(message, kind):
+    assert classify_403(parse_access(message, F)) == kind
+
+
+@pytest.mark.parametrize("message", ["[api/cold-start] mtls ready in 40ms", "{not json", "{\"a\": 1}", "[]"])
+def test_non_access_lines_are_not_events(message):
+    assert parse_access(message, F) is None
+
+
+def test_tally_counts_callers_apart_from_probes():
+    t = WatchTally(F)
+    for m in [ev(caller="a", status=200), ev(cutoverRunId="r"), ev(), ev(caller="b")]:
+        t.add({"message": m, "timestamp": 5})
+    s = t.summary()
+    assert s["mesh_write_requests"] == 3 and s["probe_requests"] == 1
+    assert s["forbidden"] == {"probe": 1, "unauthenticated": 1, "legitimate": 1}
+    assert s["first_legitimate_403"]["caller"] == "b"
