@@ -138,7 +138,7 @@ class Cutover:
         service = self.aws.describe_service(*self.svc)
         return judge_gate(counts, self.cfg.cutover.future_callers,
                           alarms_in_alarm=self.aws.alarms_in_alarm(self.cfg.observability.guard_alarms),
-                          deployments=len(service.get("deployments", [])),
+                          deployments=service.get("deployments", []),
                           running=service.get("runningCount", 0), desired=service.get("desiredCount", 0))
 
     def run_probes(self, mode: str, run_id: str) -> list[ProbeResult]:

@@ -126,7 +126,7 @@ class GateVerdict:
 
 
 def judge_gate(counts: GateCounts, callers: tuple[FutureCaller, ...], *, alarms_in_alarm: list[str],
-               deployments: int, running: int, desired: int) -> GateVerdict:
+               deployments: list[dict], running: int, desired: int) -> GateVerdict:
     # Only bypass events make the gate RED. Route counts are context (the ship log's table):
     # callers that present an enrolled client cert are not affected by strict mode, and a
     # caller without one shows up as an mtls-advisory bypass line, which is counted above.
@@ -146,8 +146,9 @@ def judge_gate(counts: GateCounts, callers: tuple[FutureCaller, ...], *, alarms_
     if alarms_in_alarm:
         reasons.append(f"guard alarm(s) already in ALARM: {', '.join(alarms_in_alarm)} "
                        "(the watch would be blind)")
-    if deployments != 1:
-        reasons.append(f"a deployment is in progress ({deployments} deployments)")
+    rollout = deployments[0].get("rolloutState") if len(deployments) == 1 else None
+    if len(deployments) != 1 or rollout != "COMPLETED":
+        reasons.append(f"a deployment is in progress ({len(deployments)} deployment(s), rollout {rollout or 'mixed'})")
     if running < desired:
         reasons.append(f"running tasks {running} < desired {desired}")
     return GateVerdict(green=not reasons, reasons=tuple(reasons), counts=counts, callers=tuple(states))

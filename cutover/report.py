@@ -149,7 +149,7 @@ def markdown(outcome: Outcome) -> str:
         out += ["", "## Manual action", "", "```", *outcome.manual, "```"]
     if outcome.config_written:
         out += ["", f"`{outcome.config_written}` now says `meshWritesEnforcement: "
-                    f"{j.target if j and outcome.code == 0 else (j.previous_mode if j else '?')}`: commit it so the "
+                    f"{j.target if j and outcome.code == 0 else (j.previous_mode if j else '?')}`, so the "
                     "next `cdk deploy` agrees with production."]
     return "\n".join(out) + "\n"
 

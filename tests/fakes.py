@@ -230,6 +230,7 @@ def tasks_running(cfg: EnvConfig) -> None:
 
     svc = ecs_backends[ACCOUNT][cfg.region].services[f"{cfg.service.cluster_name}:{cfg.service.service_name}"]
     svc.running_count = cfg.service.desired_count
+    svc.deployments[0].update(rolloutState="COMPLETED", runningCount=cfg.service.desired_count, pendingCount=0)
 
 
 def make_world(cfg: EnvConfig) -> World:

@@ -69,8 +69,11 @@ class Rollout:
     def start_initial_tasks(self) -> None:
         for _ in range(self.cfg.service.desired_count):
             self.front.register(self._task())
-        # moto leaves a Fargate service at 0 running; ours has its tasks up now.
-        self.backend.services[self.key].running_count = len(self.front.tasks)
+        # moto leaves a new Fargate service at 0 running, rollout IN_PROGRESS; ours is up and steady.
+        svc = self.backend.services[self.key]
+        svc.running_count, svc.pending_count = len(self.front.tasks), 0
+        svc.deployments[0].update(rolloutState="COMPLETED", runningCount=len(self.front.tasks), pendingCount=0,
+                                  rolloutStateReason=f"ECS deployment {self.current_id} completed.")
 
     def _task(self, fail: bool = False) -> Task:
         self._seq += 1
