@@ -192,10 +192,9 @@ def run_command(args: argparse.Namespace, ui: Any, out: Any) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cutover.report import ConsoleUi
-
     parser = build_parser()
-    args = parser.parse_args(argv)  # bad flags: argparse prints usage and exits 2
+    args = parser.parse_args(argv)  # bad flags: argparse prints usage and exits 2 (before any heavy import)
+    from cutover.report import ConsoleUi
     interactive = sys.stdin.isatty() and not os.environ.get("CI")
     ui = ConsoleUi(sys.stderr if args.json else sys.stdout, interactive=interactive)
     try:

@@ -108,10 +108,11 @@ def test_status_reports_mode_and_drift(aws, config_dir, capsys):
 
 
 def test_help_teaches_and_does_not_import_moto_or_the_cdk():
-    code = ("import sys; from cutover.cli import build_parser\n"
-            "try:\n    build_parser().parse_args(['--help'])\nexcept SystemExit: pass\n"
-            "heavy = [m for m in ('moto', 'aws_cdk', 'jsii', 'boto3') if m in sys.modules]\n"
+    code = ("import sys, runpy\nsys.argv = ['cutover', '--help']\n"
+            "try:\n    runpy.run_module('cutover', run_name='__main__')\nexcept SystemExit: pass\n"
+            "heavy = [m for m in ('moto', 'aws_cdk', 'jsii', 'boto3', 'botocore') if m in sys.modules]\n"
             "print('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out
-    assert "exit codes:" in out and "rolled back" in out and "--sandbox" in out
+    assert "exit codes:" in out and "rolled back" in out
+    assert "python -m cutover mtls --strict --sandbox" in out

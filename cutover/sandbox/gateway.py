@@ -92,11 +92,13 @@ class GatewaySettings:
     read_parameter: Callable[[], str]  # the gateway config document, as the task sees it at start
     ca: x509.Certificate
     shipper: LogShipper
+    latency: float = 0.0  # seconds added to each mesh-write answer (benchmarks: a WAN round trip)
 
 
 class _Quiet(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # socketserver's default backlog of 5 drops bursts of concurrent probes
 
     def handle_error(self, request: Any, client_address: Any) -> None:  # TLS resets etc.: not our story
         pass
@@ -145,6 +147,8 @@ class Task:
                 if self.path not in task.s.routes:
                     self._reply(404 if not caller else 200, {"ok": bool(caller)}, caller)
                     return
+                if task.s.latency:
+                    time.sleep(task.s.latency)
                 pem = unquote(self.headers.get(CERT_HEADER, "")).encode()
                 cn = verify_client_pem(pem, task.s.ca) if pem else None
                 peer = "verified" if cn else "none"
@@ -189,6 +193,11 @@ class Front:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self) -> None:
+                # The TLS handshake runs here, in the connection's own thread, not in the accept loop.
+                self.request.do_handshake()
+                super().setup()
+
             def log_message(self, *args: Any) -> None:
                 pass
 
@@ -224,7 +233,7 @@ class Front:
             do_GET = do_POST = _proxy
 
         self.server = _Quiet(("127.0.0.1", 0), Handler)
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True, do_handshake_on_connect=False)
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, name="sandbox-front", daemon=True)
         self._thread.start()

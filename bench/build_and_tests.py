@@ -1,0 +1,51 @@
+"""6. Build and tests: CDK synth time per environment (a fresh process building that one stack,
+cdk-nag included), `npx cdk synth` of the whole app, and the whole pytest suite, on this machine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from common import ROOT, save, summary
+
+RUNS = 3
+ONE = """
+import sys, time
+t = time.perf_counter()
+from aws_cdk import App, Validations
+from cdk_nag import AwsSolutionsChecks
+from cutover.config import load
+from stacks.gateway_stack import GatewayStack
+app = App(outdir=sys.argv[2])
+GatewayStack(app, config=load(sys.argv[1]))
+Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+app.synth()
+print("SYNTH", time.perf_counter() - t)
+"""
+
+
+def timed(cmd: list[str], **kw) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, **kw)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    env = {**os.environ, "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1", "PYTHONPATH": str(ROOT)}
+    per_env = {}
+    for name in ("production", "staging", "sandbox"):
+        walls = [timed([sys.executable, "-c", ONE, name, f"/tmp/bench-cdk-{name}"], env=env) for _ in range(RUNS)]
+        per_env[name] = summary(walls)
+        print(f"synth {name}: median {per_env[name]['median']:.1f}s (fresh process, incl. jsii start-up)")
+    whole = summary([timed(["npx", "cdk", "synth", "--quiet", "--output", "/tmp/bench-cdk-all"], env=env)
+                     for _ in range(RUNS)])
+    print(f"npx cdk synth (3 stacks): median {whole['median']:.1f}s")
+    suite = timed([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], env=env)
+    print(f"pytest suite: {suite:.0f}s")
+    save("build_and_tests", {"synth_per_env": per_env, "cdk_synth_all": whole, "pytest_seconds": suite})
+
+
+if __name__ == "__main__":
+    main()
