@@ -103,6 +103,10 @@ class NeedsRollback(Exception):
     """Something after the flip went wrong: restore the previous parameter version."""
 
 
+class TakenOver(Exception):
+    """Another process adopted this run (`rollback` or `resume` elsewhere): stop acting on it."""
+
+
 class Cutover:
     def __init__(self, cfg: EnvConfig, *, aws: Aws, clock: Callable[[], float], sleep: Callable[[float], None],
                  probe: ProbeFn, probe_spec: ProbeSpec, ui: Ui, run_id: Callable[[], str] | None = None) -> None:
@@ -112,6 +116,7 @@ class Cutover:
         self._new_run_id = run_id or self._default_run_id
         self.watch_window = cfg.cutover.watch
         self.poll = cfg.cutover.poll
+        self.lock_token: str | None = None
 
     def _default_run_id(self) -> str:
         stamp = dt.datetime.fromtimestamp(self.clock(), dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -160,8 +165,8 @@ class Cutover:
         operator = self.aws.caller_arn()
         if not opts.dry_run:
             try:
-                self.store.acquire(run_id=run_id, operator=operator, now=self.clock(), ttl=cfg.cutover.lock_ttl,
-                                   iso=iso, break_lock=opts.break_lock)
+                self.lock_token = self.store.acquire(run_id=run_id, operator=operator, now=self.clock(),
+                                                     ttl=cfg.cutover.lock_ttl, iso=iso, break_lock=opts.break_lock)
             except LockHeld as exc:
                 return self._end(out, FAILED, "locked", str(exc))
             self.ui.step("lock", "done", f"{cfg.lock_parameter} held by run {run_id}", self.clock() - t0)
@@ -180,7 +185,7 @@ class Cutover:
             if mode == opts.target:
                 if opts.write_config and not opts.dry_run and write_config_mode(cfg.source, mode):
                     out.config_written = cfg.source
-                raise Stop(OK, "nothing_to_do", f"already {mode}: nothing to do, nothing changed")
+                raise Stop(OK, "nothing_to_do", f"already {mode}: nothing to do, nothing changed in AWS")
             journal = Journal(run_id=run_id, env=cfg.environment, operator=operator, action="mtls",
                               target=opts.target, previous_mode=mode, parameter=cfg.gateway.parameter_name,
                               started=t0)
@@ -241,10 +246,10 @@ class Cutover:
             for name in order[order.index(first):]:
                 t = self.clock()
                 j.record(name, "started", t)
-                self.store.save(j)  # intent first: a crash inside the step is still on record
                 try:
+                    self.store.save(j)  # intent first: a crash inside the step is still on record
                     detail = steps[name](j, out)
-                except (NeedsRollback, Stop):
+                except (NeedsRollback, Stop, TakenOver):
                     raise
                 except Exception as exc:  # an AWS error that survived the retries, a bug, ...
                     raise NeedsRollback(f"{name} failed: {type(exc).__name__}: {exc}") from exc
@@ -256,6 +261,8 @@ class Cutover:
             return self._rollback(j, out, str(why))
         except KeyboardInterrupt:
             return self._interrupted(j, out)
+        except TakenOver as why:
+            return self._end(out, FAILED, "taken_over", str(why))
         except Stop as stop:
             j.state = stop.state
             j.record(j.steps[-1]["step"], "failed", self.clock(), stop.message)
@@ -349,6 +356,9 @@ class Cutover:
                         first = tally.first_legitimate or {}
                         raise NeedsRollback(f"legitimate caller {first.get('caller')!r} got 403 on "
                                             f"{first.get('route')} at {iso(first.get('timestamp', 0) / 1000)}")
+                if not self.store.holds(self.lock_token):
+                    raise TakenOver(f"run {j.run_id} was taken over by another process (rollback or resume); "
+                                    "this one stops here without touching production")
                 alarms = self.aws.alarms_in_alarm(cfg.observability.guard_alarms)
                 if alarms:
                     out.watch = tally.summary()
@@ -380,6 +390,9 @@ class Cutover:
     # ================================================================== endings
 
     def _finish(self, j: Journal, out: Outcome) -> Outcome:
+        if not self.store.holds(self.lock_token):
+            return self._end(out, FAILED, "taken_over", f"run {j.run_id} was taken over by another process; "
+                             "not finishing it here (see `status`)")
         j.state = DONE
         j.record("finish", "done", self.clock())
         self.store.save(j)
@@ -449,7 +462,7 @@ class Cutover:
                 out.config_written = self.cfg.source
             return self._end(out, ROLLED_BACK_CODE, ROLLED_BACK,
                              f"rolled back to v{j.previous_version} ({j.previous_mode}): {reason}")
-        except (Exception, NeedsRollback) as exc:
+        except Exception as exc:
             j.state = ROLLBACK_FAILED
             j.record("rollback", "failed", self.clock(), f"{type(exc).__name__}: {exc}")
             try:
@@ -484,8 +497,9 @@ class Cutover:
 
     def _adopt(self, j: Journal, opts: Options) -> None:
         operator = self.aws.caller_arn()
-        self.store.acquire(run_id=j.run_id, operator=operator, now=self.clock(), ttl=self.cfg.cutover.lock_ttl,
-                           iso=iso, break_lock=opts.break_lock, take_over=j.run_id)
+        self.lock_token = self.store.acquire(run_id=j.run_id, operator=operator, now=self.clock(),
+                                             ttl=self.cfg.cutover.lock_ttl, iso=iso, break_lock=opts.break_lock,
+                                             take_over=j.run_id)
 
     def resume(self, opts: Options) -> Outcome:
         out = Outcome(code=FAILED, state="", message="", env=self.cfg.environment)

@@ -11,6 +11,7 @@ between is visible as a step 'started' but not 'done', never as nothing.
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -78,13 +79,15 @@ class StateStore:
         return json.loads(p.value) if p else None
 
     def acquire(self, *, run_id: str, operator: str, now: float, ttl: float, iso: Any,
-                break_lock: bool = False, take_over: str | None = None) -> None:
-        """Take the lock. `take_over=run_id` lets resume/rollback adopt their own run's lock."""
+                break_lock: bool = False, take_over: str | None = None) -> str:
+        """Take the lock; returns its token. `take_over=run_id` lets resume/rollback adopt their
+        own run's lock; the process that held it notices (`holds`) and stops acting."""
+        token = secrets.token_hex(8)
         body = {"run_id": run_id, "operator": operator, "started": now, "expires": now + ttl,
-                "started_iso": iso(now), "expires_iso": iso(now + ttl)}
+                "started_iso": iso(now), "expires_iso": iso(now + ttl), "token": token}
         for _ in range(2):
             if self.aws.create_parameter(self.lock_parameter, dumps(body)):
-                return
+                return token
             holder = self.read_lock()
             if holder is None:
                 continue  # released between our two calls: try again
@@ -95,6 +98,10 @@ class StateStore:
                 continue
             raise LockHeld(holder, expired)
         raise LockHeld(self.read_lock() or {}, False)
+
+    def holds(self, token: str | None) -> bool:
+        holder = self.read_lock()
+        return token is None or bool(holder and holder.get("token") == token)
 
     def release(self, run_id: str) -> bool:
         holder = self.read_lock()

@@ -452,3 +452,34 @@ def test_report_reads_like_the_ship_log(world):
     assert "| flip | done |" in md and "| watch | done |" in md and "## Probes" in md
     assert "No mesh-write traffic from callers" in md, "a quiet window is called out"
     assert json.loads(to_json(outcome))["exit_code"] == 0
+
+
+def test_rollback_from_another_machine_during_the_watch_takes_over_the_run(world):
+    seen = {}
+
+    def operator_rolls_back() -> None:
+        other, _ = world.cutover()
+        seen["rollback"] = other.rollback(Options())
+    world.at(world.clock.now + 600, operator_rolls_back)
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    assert seen["rollback"].code == 4
+    assert outcome.code == 1 and outcome.state == "taken_over", outcome.message
+    assert world.journal()["state"] == ROLLED_BACK and world.mode() == "advisory" and world.lock() is None
+    assert "meshWritesEnforcement: advisory" in Path(world.cfg.source).read_text(), "the first run did not finish"
+
+
+def test_journal_write_failure_before_the_flip_changes_nothing(world):
+    journal = world.cfg.journal_parameter
+    calls = {"n": 0}
+
+    def fail_second_journal_write(kwargs):
+        if kwargs["Name"] == journal:
+            calls["n"] += 1
+            if calls["n"] == 2:  # "flip started"
+                return client_error("AccessDeniedException", "PutParameter")
+        return None
+    engine, _ = world.cutover(faults={"ssm": {"put_parameter": [fail_second_journal_write] * 30}})
+    outcome = engine.run(YES)
+    assert world.param()["Version"] == 1 and world.rollouts == 0 and world.lock() is None
+    assert outcome.code == 4 and "restore" in str(outcome.journal.steps)
