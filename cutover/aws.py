@@ -103,10 +103,17 @@ class Aws:
             raise
 
     def parameter_tier(self, name: str) -> str:
-        resp = self._call(self.ssm, "describe_parameters",
-                          ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": [name]}])
-        found = resp.get("Parameters") or [{}]
-        return found[0].get("Tier", "Standard")
+        """The tier of the newest version. Read from the history (scoped to the parameter in IAM)
+        rather than DescribeParameters (which IAM cannot scope to one parameter)."""
+        kwargs: dict[str, Any] = dict(Name=name, MaxResults=50)
+        tier = "Standard"
+        while True:
+            resp = self._call(self.ssm, "get_parameter_history", **kwargs)
+            for version in resp.get("Parameters", []):
+                tier = version.get("Tier", tier)
+            if not resp.get("NextToken"):
+                return tier
+            kwargs["NextToken"] = resp["NextToken"]
 
     def put_parameter(self, name: str, value: str, *, type: str = "String", tier: str = "Standard",
                       description: str | None = None) -> int:

@@ -152,10 +152,16 @@ def run_command(args: argparse.Namespace, ui: Any, out: Any) -> int:
                 out.write(to_json(o) + "\n")
             return 0 if verdict.green else 3
         if args.command == "probe":
+            from cutover.engine import Outcome
+
             _, mode = engine.live()
             results = engine.run_probes(mode, f"probe-{int(time.time())}")
+            ok = all(r.ok for r in results)
             ui.info(f"live mode: {mode}\n" + table(["Route", "Probe", "Expect", "Got", "Result"], probe_rows(results)))
-            return 0 if all(r.ok for r in results) else 1
+            ui.info(f"RESULT: {'ok' if ok else 'MISMATCH'}: the gateway {'behaves' if ok else 'does NOT behave'} as {mode}")
+            if args.json:
+                out.write(to_json(Outcome(code=0 if ok else 1, state="probe", message=mode, env=env, probes=results)) + "\n")
+            return 0 if ok else 1
 
         outcome = {"mtls": engine.run, "resume": engine.resume, "rollback": lambda o: engine.rollback(o),
                    "status": lambda o: engine.status()}[args.command](opts)

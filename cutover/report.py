@@ -39,7 +39,8 @@ class ConsoleUi:
         self._line(f"[{mark:>6}] {name:<18} {took}  {detail}")
 
     def info(self, text: str) -> None:
-        self._line(f"         {text}")
+        for line in text.splitlines() or [""]:
+            self._line(f"         {line}")
 
     def warn(self, text: str) -> None:
         self._line(f"[  WARN] {text}")

@@ -58,7 +58,7 @@ class GatewayStack(Stack):
             self, "CutoverOperator",
             environment=config.environment, ssm_prefix=config.ssm_prefix,
             gateway_parameter_name=config.gateway.parameter_name,
-            service=self.gateway.service, cluster=self.gateway.cluster, log_group=self.log_group,
+            service=self.gateway.service, log_group=self.log_group,
             alarm_arns=[a.alarm_arn for a in self.observability.alarms],
         )
 

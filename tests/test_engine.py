@@ -483,3 +483,13 @@ def test_journal_write_failure_before_the_flip_changes_nothing(world):
     outcome = engine.run(YES)
     assert world.param()["Version"] == 1 and world.rollouts == 0 and world.lock() is None
     assert outcome.code == 4 and "restore" in str(outcome.journal.steps)
+
+
+def test_flip_keeps_the_parameter_type_and_tier(world):
+    ssm = world.clients["ssm"]
+    name = world.cfg.gateway.parameter_name
+    ssm.put_parameter(Name=name, Value=world.param()["Value"], Type="String", Tier="Advanced", Overwrite=True)
+    engine, _ = world.cutover()
+    assert engine.run(YES).code == 0
+    (meta,) = ssm.describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [name]}])["Parameters"]
+    assert meta["Tier"] == "Advanced" and meta["Type"] == "String" and world.mode() == "strict"

@@ -174,18 +174,35 @@ def _statements(prod: Template) -> dict[str, dict]:
 
 def test_operator_policy_is_scoped(prod):
     st = _statements(prod)
-    assert set(st) == {"GatewayConfig", "CutoverLockAndJournal", "Service", "Tasks", "Logs",
-                       "GuardAlarms", "WhoAmI"}
+    assert set(st) == {"GatewayConfig", "CutoverLockAndJournal", "Service", "Logs", "GuardAlarms", "WhoAmI"}
     assert "gateway/config" in json.dumps(st["GatewayConfig"]["Resource"])
     assert "cutover/*" in json.dumps(st["CutoverLockAndJournal"]["Resource"])
-    assert st["Service"]["Action"] == ["ecs:DescribeServices", "ecs:UpdateService"]
-    assert st["Service"]["Resource"] != "*"
-    assert "ecs:cluster" in json.dumps(st["Tasks"]["Condition"])
+    assert st["Service"]["Resource"] != "*" and "Ref" in json.dumps(st["Service"]["Resource"])
+    assert st["Logs"]["Resource"] == {"Fn::GetAtt": [_logical_id(prod, "AWS::Logs::LogGroup",
+                                                                 "/ecs/brainstorm-router-production"), "Arn"]}
     assert st["GuardAlarms"]["Resource"] != "*" and len(st["GuardAlarms"]["Resource"]) == 3
-    # Nothing grants more than it needs: no service-wide wildcards in actions.
-    for s in st.values():
-        actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
-        assert not any(a.endswith(":*") for a in actions)
+    wildcard = [sid for sid, s in st.items() if s["Resource"] == "*"]
+    assert wildcard == ["WhoAmI"], "only sts:GetCallerIdentity, which has no resource"
+
+
+def _logical_id(t: Template, kind: str, name: str) -> str:
+    (lid,) = t.find_resources(kind, {"Properties": {"LogGroupName": name}})
+    return lid
+
+
+def test_operator_policy_grants_exactly_what_the_tool_calls(prod):
+    """Every AWS operation in cutover/aws.py, and nothing else, is in the policy."""
+    import re
+
+    from tests.conftest import ROOT
+    source = (ROOT / "cutover" / "aws.py").read_text()
+    used = {f"{client}:{''.join(w.title() for w in op.split('_'))}"
+            for client, op in re.findall(r'self\._call\(self\.(\w+), "(\w+)"', source)}
+    granted = set()
+    for s in _statements(prod).values():
+        granted |= set(s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    assert used, "found the calls"
+    assert granted == used, (sorted(used - granted), sorted(granted - used))
 
 
 # ---------------------------------------------------------------- cdk-nag and synth facts
