@@ -3,18 +3,22 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 from aws_cdk import App, Validations
 from cdk_nag import AwsSolutionsChecks
 
-from cutover.config import ConfigError, load_all
+from cutover.config import DEFAULT_CONFIG_DIR, ConfigError, load_all
 from stacks.gateway_stack import GatewayStack
 
 
 def build_app(app: App | None = None) -> App:
+    # Validate every environment before building anything: a bad file stops synth in one line.
+    configs = load_all(Path(os.environ.get("BRAINSTORM_CONFIG_DIR", DEFAULT_CONFIG_DIR)))
     app = app or App()
-    for config in load_all():
+    for config in configs:
         GatewayStack(app, config=config)
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return app

@@ -59,6 +59,9 @@ class ConsoleUi:
             self._line(f"         {line}")
         self._line("")
 
+    def probes(self, results: list) -> None:
+        self.info(table(["Route", "Probe", "Expect", "Got", "Result"], probe_rows(results)))
+
     def ask(self, prompt: str, choices: tuple[str, ...]) -> str:
         self._line(f"         {prompt} ")
         answer = (self.answers.readline() or "").strip()

@@ -90,3 +90,31 @@ def test_nothing_left_listening_after_a_run(tmp_path):
     for port in set(ports):
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", int(port))) != 0, f"port {port} still open"
+
+
+def test_ctrl_c_during_the_watch_records_it_and_stops_everything(tmp_path):
+    import signal
+    import socket
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    proc = subprocess.Popen([sys.executable, "-m", "cutover", "mtls", "--strict", "--sandbox", "--yes",
+                             "--watch", "5m", "--poll", "1s", "--report", str(tmp_path / "r.md")],
+                            cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    seen = []
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:
+        seen.append(line)
+        if "watch: " in line and " left" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+        assert time.monotonic() < deadline, "".join(seen)
+    rest, _ = proc.communicate(timeout=60)
+    log = "".join(seen) + rest
+    assert proc.returncode == 1, log[-3000:]
+    assert "RESULT: interrupted (exit 1)" in log
+    assert "python -m cutover resume --env sandbox" in log and "python -m cutover rollback --env sandbox" in log
+    for port in set(re.findall(r"127\.0\.0\.1:(\d+)", log)):
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", int(port))) != 0, f"port {port} still open"

@@ -231,3 +231,18 @@ def test_no_context_lookups(stacks):
     for stack in stacks.values():
         assert not stack.node.try_get_context("availability-zones:account=unknown")
     assert config.load("production").network.availability_zones == ("us-east-1a", "us-east-1b")
+
+
+def test_synth_with_bad_config_is_one_line_and_exit_2(config_dir):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    path = config_dir / "staging.yaml"
+    path.write_text(path.read_text().replace("  max_tasks: 2", "  max_tasks: 9"))
+    proc = subprocess.run([sys.executable, "app.py"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "BRAINSTORM_CONFIG_DIR": str(config_dir)})
+    assert proc.returncode == 2
+    lines = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and "staging.yaml: database.pool_size" in lines[0] and "RDS Proxy" in lines[0]
