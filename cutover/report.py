@@ -40,7 +40,7 @@ class ConsoleUi:
 
     def info(self, text: str) -> None:
         for line in text.splitlines() or [""]:
-            self._line(f"         {line}")
+            self._line(f"         {line}" if line else "")
 
     def warn(self, text: str) -> None:
         self._line(f"[  WARN] {text}")
@@ -56,7 +56,7 @@ class ConsoleUi:
     def gate(self, verdict: GateVerdict) -> None:
         self._line("")
         for line in gate_text(verdict).splitlines():
-            self._line(f"         {line}")
+            self._line(f"         {line}" if line else "")
         self._line("")
 
     def probes(self, results: list) -> None:
