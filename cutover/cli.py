@@ -213,7 +213,15 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     except Exception as exc:  # the last resort: say what, where, and what state we know
+        from botocore.exceptions import NoCredentialsError, NoRegionError, ProfileNotFound
+
         from cutover.aws import error_code
+
+        if isinstance(exc, (NoCredentialsError, ProfileNotFound, NoRegionError)):
+            # Raised by the first (read-only) call, so nothing was written.
+            print(f"error: AWS credentials: {exc}; fix: set AWS_PROFILE or pass --profile (or rehearse with "
+                  "--sandbox)", file=sys.stderr)
+            return 2
 
         code = error_code(exc)
         print(f"error: {type(exc).__name__}{' ' + code if code else ''}: {exc}\n"

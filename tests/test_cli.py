@@ -116,3 +116,11 @@ def test_help_teaches_and_does_not_import_moto_or_the_cdk():
     assert "HEAVY []" in out
     assert "exit codes:" in out and "rolled back" in out
     assert "python -m cutover mtls --strict --sandbox" in out
+
+
+def test_missing_aws_profile_is_exit_2_with_a_fix(config_dir, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    assert run(config_dir, "status", "--profile", "no-such-profile") == 2
+    err = capsys.readouterr().err
+    assert "no-such-profile" in err and "fix:" in err
