@@ -386,6 +386,11 @@ class Cutover:
             out.watch = {**tally.summary(), "stopped_early": True}
         s = out.watch
         quiet = "" if s["mesh_write_requests"] else " (no mesh-write traffic: the window proved little)"
+        if s["mesh_write_requests"] and not s["authenticated_requests"]:
+            # A caller field that is never filled would make every 403 look unauthenticated.
+            quiet = (f" (WARNING: no request carried '{cfg.access_log.caller_field}': check access_log.caller_field, "
+                     "or the watch cannot recognise a legitimate caller)")
+            self.ui.warn(quiet.strip(" ()"))
         return (f"{format_duration(self.watch_window)} window: {s['mesh_write_requests']} mesh-write request(s), "
                 f"no legitimate 403{quiet}")
 

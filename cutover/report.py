@@ -141,6 +141,7 @@ def markdown(outcome: Outcome) -> str:
         out += ["", "## Watch", "", table(["Measure", "Value"], [
             ["polls", w["polls"]], ["log events read", w["events_read"]],
             ["mesh-write requests from callers", w["mesh_write_requests"]],
+            ["… of which authenticated (caller field set)", w.get("authenticated_requests", 0)],
             ["probe requests", w.get("probe_requests", 0)],
             ["403 legitimate caller", f.get("legitimate", 0)], ["403 probe", f.get("probe", 0)],
             ["403 unauthenticated", f.get("unauthenticated", 0)]])]

@@ -53,6 +53,7 @@ class WatchTally:
     fields: AccessLog
     mesh_writes: int = 0      # callers' requests to /v1/agent/* (probes not included)
     probe_requests: int = 0
+    authenticated: int = 0    # callers' mesh writes that carried a caller: proof the caller field is read
     forbidden: Counter[str] = field(default_factory=Counter)
     polls: int = 0
     events: int = 0
@@ -68,6 +69,7 @@ class WatchTally:
             self.probe_requests += 1
         else:
             self.mesh_writes += 1
+            self.authenticated += bool(access.caller)
         kind = classify_403(access)
         if kind:
             self.forbidden[kind] += 1
@@ -78,5 +80,5 @@ class WatchTally:
 
     def summary(self) -> dict:
         return {"polls": self.polls, "events_read": self.events, "mesh_write_requests": self.mesh_writes,
-                "probe_requests": self.probe_requests,
+                "probe_requests": self.probe_requests, "authenticated_requests": self.authenticated,
                 "forbidden": dict(self.forbidden), "first_legitimate_403": self.first_legitimate}

@@ -493,3 +493,17 @@ def test_flip_keeps_the_parameter_type_and_tier(world):
     assert engine.run(YES).code == 0
     (meta,) = ssm.describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [name]}])["Parameters"]
     assert meta["Tier"] == "Advanced" and meta["Type"] == "String" and world.mode() == "strict"
+
+
+def test_a_caller_field_that_is_never_set_is_called_out(config_dir):
+    path = config_dir / "production.yaml"
+    path.write_text(path.read_text().replace("  caller_field: caller ", "  caller_field: principal "))
+    with mock_aws():
+        world = make_world(load("production", config_dir))
+        for i in range(3):
+            world.log(at=world.clock.now + 60 + i, status=200, caller="sandbox-agents")
+        engine, out = world.cutover()
+        outcome = engine.run(YES)
+        assert outcome.code == 0 and outcome.watch["authenticated_requests"] == 0
+        assert "WARNING: no request carried 'principal'" in str(outcome.journal.steps)
+        assert "[  WARN]" in out.getvalue()
