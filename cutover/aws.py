@@ -34,6 +34,9 @@ def error_code(exc: BaseException) -> str:
     return exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
 
 
+SSM_MAX_VERSIONS = 100
+
+
 @dataclass(frozen=True)
 class Parameter:
     name: str
@@ -102,18 +105,30 @@ class Aws:
                 return None
             raise
 
-    def parameter_tier(self, name: str) -> str:
-        """The tier of the newest version. Read from the history (scoped to the parameter in IAM)
-        rather than DescribeParameters (which IAM cannot scope to one parameter)."""
+    def prepare_write(self, name: str) -> str:
+        """Read the parameter's history before writing a new version; returns the newest tier.
+
+        The tier comes from the history (scoped to the parameter in IAM), not DescribeParameters
+        (which IAM cannot scope). And SSM keeps 100 versions: at the limit it deletes the oldest
+        on write, but refuses (ParameterMaxVersionLimitExceeded) when that version carries a label,
+        which every cutover adds. So at the limit the oldest version's labels are removed first;
+        otherwise, after ~33 cutovers, even a rollback could not write.
+        """
         kwargs: dict[str, Any] = dict(Name=name, MaxResults=50)
-        tier = "Standard"
+        versions: list[dict] = []
         while True:
             resp = self._call(self.ssm, "get_parameter_history", **kwargs)
-            for version in resp.get("Parameters", []):
-                tier = version.get("Tier", tier)
+            versions += resp.get("Parameters", [])
             if not resp.get("NextToken"):
-                return tier
+                break
             kwargs["NextToken"] = resp["NextToken"]
+        if not versions:
+            return "Standard"
+        oldest = min(versions, key=lambda v: v["Version"])
+        if len(versions) >= SSM_MAX_VERSIONS and oldest.get("Labels"):
+            self._call(self.ssm, "unlabel_parameter_version", Name=name, ParameterVersion=oldest["Version"],
+                       Labels=oldest["Labels"])
+        return max(versions, key=lambda v: v["Version"]).get("Tier", "Standard")
 
     def put_parameter(self, name: str, value: str, *, type: str = "String", tier: str = "Standard",
                       description: str | None = None) -> int:

@@ -281,7 +281,7 @@ class Cutover:
             return f"v{current.version} already {mode} (found on resume)"
         if current.version != j.previous_version:
             raise NeedsRollback(f"{name} changed under us: v{j.previous_version} -> v{current.version}")
-        tier = self.aws.parameter_tier(name)
+        tier = self.aws.prepare_write(name)
         new_version = self.aws.put_parameter(name, with_mode(current.value, j.target), type=current.type, tier=tier)
         j.new_version = new_version
         self.store.save(j)
@@ -436,7 +436,8 @@ class Cutover:
             restored = "unchanged"
             if current.value != previous.value:
                 # Restore the exact previous document, never a hard-coded mode.
-                v = self.aws.put_parameter(name, previous.value, type=previous.type, tier=self.aws.parameter_tier(name))
+                tier = self.aws.prepare_write(name)
+                v = self.aws.put_parameter(name, previous.value, type=previous.type, tier=tier)
                 self.aws.label_parameter(name, v, f"cutover-{j.run_id}-rollback")
                 restored = f"v{current.version} -> v{v} (= v{j.previous_version})"
             j.record("restore", "done", self.clock(), restored)

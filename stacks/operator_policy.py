@@ -43,8 +43,9 @@ class CutoverOperatorPolicy(Construct):
             statements=[
                 iam.PolicyStatement(
                     sid="GatewayConfig",
+                    # Unlabel: at SSM's 100-version limit a labelled oldest version blocks every write.
                     actions=["ssm:GetParameter", "ssm:GetParameterHistory", "ssm:PutParameter",
-                             "ssm:LabelParameterVersion"],
+                             "ssm:LabelParameterVersion", "ssm:UnlabelParameterVersion"],
                     resources=[gateway_param]),
                 iam.PolicyStatement(
                     sid="CutoverLockAndJournal",

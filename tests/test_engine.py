@@ -507,3 +507,17 @@ def test_a_caller_field_that_is_never_set_is_called_out(config_dir):
         assert outcome.code == 0 and outcome.watch["authenticated_requests"] == 0
         assert "WARNING: no request carried 'principal'" in str(outcome.journal.steps)
         assert "[  WARN]" in out.getvalue()
+
+
+def test_a_hundred_versions_with_a_labelled_oldest_do_not_block_the_flip_or_the_rollback(world):
+    ssm = world.clients["ssm"]
+    name = world.cfg.gateway.parameter_name
+    ssm.label_parameter_version(Name=name, ParameterVersion=1, Labels=["cutover-ancient-before"])
+    value = world.param()["Value"]
+    for _ in range(99):  # versions 2..100, all advisory
+        ssm.put_parameter(Name=name, Value=value, Type="String", Overwrite=True)
+    world.scripts = [["FAILED"], ["COMPLETED"]]
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    assert outcome.code == 4, outcome.message
+    assert world.param()["Version"] == 102 and world.mode() == "advisory"
