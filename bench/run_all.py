@@ -1,4 +1,4 @@
-"""`make bench`: run every benchmark (about 15 minutes on 2 cores), then write docs/benchmarks.md.
+"""`make bench`: run every benchmark (about 20 minutes on 2 cores), then write docs/benchmarks.md.
 
 Each script also runs on its own (`.venv/bin/python bench/NAME.py`) and leaves its figures in
 bench/results/NAME.json; `bench/report.py` turns those files into the markdown.
