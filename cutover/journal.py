@@ -67,6 +67,27 @@ class Journal:
         return cls(**json.loads(text))
 
 
+SSM_STANDARD_LIMIT = 4096
+
+
+def fit(journal: Journal, limit: int = SSM_STANDARD_LIMIT) -> str:
+    """The journal as JSON within a standard parameter's 4 KB. When a long rollback story would not
+    fit, the oldest steps' details are shortened first; the step names, statuses, times and every
+    version number are always kept."""
+    data = asdict(journal)
+    text = dumps(data)
+    for step in data["steps"]:
+        if len(text) <= limit:
+            break
+        step["detail"] = step["detail"][:24]
+        text = dumps(data)
+    if len(text) > limit:
+        for step in data["steps"]:
+            step["detail"] = ""
+        text = dumps(data)
+    return text
+
+
 class StateStore:
     def __init__(self, aws: Aws, *, lock_parameter: str, journal_parameter: str) -> None:
         self.aws = aws
@@ -113,7 +134,7 @@ class StateStore:
     # ------------------------------------------------------------------ journal
 
     def save(self, journal: Journal) -> None:
-        self.aws.put_parameter(self.journal_parameter, dumps(asdict(journal)),
+        self.aws.put_parameter(self.journal_parameter, fit(journal),
                                description="brainstorm-router cutover journal (python -m cutover status)")
 
     def load(self) -> Journal | None:

@@ -134,3 +134,22 @@ def test_tally_counts_callers_apart_from_probes():
     assert s["mesh_write_requests"] == 3 and s["probe_requests"] == 1
     assert s["forbidden"] == {"probe": 1, "unauthenticated": 1, "legitimate": 1}
     assert s["first_legitimate_403"]["caller"] == "b"
+
+
+def test_the_journal_always_fits_a_standard_parameter():
+    from cutover.journal import SSM_STANDARD_LIMIT, Journal, fit
+
+    j = Journal(run_id="production-20261129T000000Z-abcd", env="production", operator="arn:aws:sts::1:assumed-role/x/y",
+                action="mtls", target="strict", previous_mode="advisory",
+                parameter="/brainstorm-router/production/gateway/config", started=1.0, previous_version=41,
+                new_version=42, deployment_id="ecs-svc/1234567890123456789")
+    for i in range(30):
+        j.record(f"step-{i}", "failed", 1000.0 + i, "x" * 500)
+    text = fit(j)
+    assert len(text) <= SSM_STANDARD_LIMIT
+    back = Journal.from_json(text)
+    assert back.previous_version == 41 and back.new_version == 42 and len(back.steps) == 30
+    assert back.steps[-1]["step"] == "step-29" and back.steps[-1]["status"] == "failed"
+    small = Journal(**{**back.__dict__, "steps": []})
+    small.record("flip", "done", 5.0, "advisory -> strict: v41 -> v42 " + "y" * 150)
+    assert Journal.from_json(fit(small)).steps == small.steps, "a journal that fits is stored as it is"
