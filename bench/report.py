@@ -49,8 +49,9 @@ def main() -> None:
                 "**The route AWS offers instead** (metric filter -> CloudWatch alarm -> action): the stack creates "
                 "it too (`<prefix>-mesh-write-403`, the `MeshWrite403` metric filter) as a backstop and for humans. "
                 "Its detection time is at least one alarm period after the datapoint is aggregated, plus ingestion "
-                "and evaluation delay. Metric filters publish standard-resolution (1-minute) metrics, so the "
-                "realistic floor is a 60 s period: roughly 60-120 s from event to ALARM, before any action runs. "
+                "and evaluation delay. Metric filters publish standard-resolution (1-minute) metrics as far as we "
+                "know (not verified against AWS here), so the realistic floor is a 60 s period: "
+                "roughly 60-120 s from event to ALARM, before any action runs. "
                 "High-resolution alarms (10/20/30 s periods) need a high-resolution metric, e.g. the gateway "
                 "emitting EMF with `StorageResolution: 1`, which would bring it to roughly 10-40 s. Either way it "
                 "cannot tell a legitimate caller from the tool's own probes or from unauthenticated noise (the "
@@ -69,7 +70,7 @@ def main() -> None:
                 table(["events in window", "ours: calls/poll", "ours: events/poll", "naive: calls/poll",
                        "naive: events/poll (mean)", "naive: events at last poll", "events read in total: ours / naive"],
                       [[f"{int(n):,}", f"{r['ours']['mean_calls']:.2f}", f"{r['ours']['mean_events']:.0f}",
-                        f"{r['naive']['mean_calls']:.2f}", f"{r['naive']['mean_events']:.0f}",
+                        f"{r['naive']['mean_calls']:.2f}", f"{r['naive']['mean_events']:,.0f}",
                         f"{r['naive']['last_poll']['events']:,}",
                         f"{r['ours']['total_events_read']:,} / {r['naive']['total_events_read']:,}"]
                        for n, r in w["sizes"].items()]), "",
