@@ -73,7 +73,6 @@ class Options:
     watch: float | None = None   # None: the config's window
     poll: float | None = None
     break_lock: bool = False
-    write_config: bool = True
 
 
 @dataclass
@@ -184,7 +183,7 @@ class Cutover:
                          f"service {service.get('runningCount')}/{service.get('desiredCount')} running, "
                          f"{len(deployments)} deployment(s)", self.clock() - t)
             if mode == opts.target:
-                if opts.write_config and not opts.dry_run and write_config_mode(cfg.source, mode):
+                if not opts.dry_run and write_config_mode(cfg.source, mode):
                     out.config_written = cfg.source
                 raise Stop(OK, "nothing_to_do", f"already {mode}: nothing to do, nothing changed in AWS")
             journal = Journal(run_id=run_id, env=cfg.environment, operator=operator, action="mtls",
