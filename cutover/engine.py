@@ -220,13 +220,17 @@ class Cutover:
                     raise Stop(FAILED, "not_confirmed", "not confirmed: nothing changed")
             journal.record("confirm", "done", self.clock(), "--yes" if opts.yes else "typed")
             journal.previous_version = param.version
-            self.store.save(journal)  # first AWS write of the run: the journal exists before the flip
         except Stop as stop:
             self._release(run_id, opts)
             out.journal = journal
             return self._end(out, stop.code, stop.state, stop.message)
         except BaseException:
             self._release(run_id, opts)
+            raise
+        try:
+            self.store.save(journal)  # the run's first write: from here on the journal speaks for it
+        except Exception:
+            self._release(run_id, opts)  # nothing in production changed
             raise
 
         out.journal = journal
@@ -574,4 +578,9 @@ class Cutover:
         out.message = f"{mode} (v{param.version})" + (f"; DRIFT: {cfg.source} says {file_mode}" if file_mode != mode else "")
         if j and j.state in ACTIVE_STATES:
             out.message += f"; run {j.run_id} is {j.state} after {j.last_step['step'] if j.last_step else '?'}"
+        if lock and (j is None or lock.get("run_id") != j.run_id):
+            # The journal is written at the flip: a lock without one is a run that changed nothing
+            # (still in preflight/gate/confirm, or killed there). It expires at its expiry.
+            out.message += (f"; lock held by run {lock.get('run_id')} ({lock.get('operator')}), which has not changed "
+                            f"anything yet; expires {lock.get('expires_iso')}")
         return out

@@ -342,7 +342,7 @@ def crash_after(engine, step: str) -> None:
     engine.store.save = save
 
 
-@pytest.mark.parametrize("step", FORWARD_STEPS)
+@pytest.mark.parametrize("step", ("confirm", *FORWARD_STEPS))
 def test_killed_after_each_step_status_tells_the_truth_and_rollback_restores(world, step):
     engine, _ = world.cutover()
     crash_after(engine, step)
@@ -353,15 +353,19 @@ def test_killed_after_each_step_status_tells_the_truth_and_rollback_restores(wor
     status = fresh.status()
     assert status.status["run"]["state"] == "running"
     assert status.status["run"]["last_step"]["step"] == step
-    assert status.status["mode"] == "strict" and status.status["lock"]["run_id"] == status.run_id
+    assert status.status["mode"] == ("advisory" if step == "confirm" else "strict")
+    assert status.status["lock"]["run_id"] == status.run_id
     assert "is running after " + step in status.message
 
     outcome = fresh.rollback(Options())
     assert_restored(world, outcome)
     assert world.deployed_mode == "advisory"
+    # After the flip a task may have started (scale-out, replacement) with the new value even before
+    # our redeploy: the rollback redeploys whenever the parameter had changed.
+    assert world.rollouts == {"confirm": 0, "flip": 1}.get(step, 2)
 
 
-@pytest.mark.parametrize("step", FORWARD_STEPS[:3])
+@pytest.mark.parametrize("step", ("confirm", *FORWARD_STEPS[:3]))
 def test_killed_after_each_step_resume_completes_the_run(world, step):
     engine, _ = world.cutover()
     crash_after(engine, step)
@@ -521,3 +525,11 @@ def test_a_hundred_versions_with_a_labelled_oldest_do_not_block_the_flip_or_the_
     outcome = engine.run(YES)
     assert outcome.code == 4, outcome.message
     assert world.param()["Version"] == 102 and world.mode() == "advisory"
+
+
+def test_status_explains_a_lock_whose_run_changed_nothing(world):
+    engine, _ = world.cutover()
+    engine.store.acquire(run_id="run-gating", operator="arn:aws:sts::1:assumed-role/ops/alice", now=world.clock.now,
+                         ttl=3600, iso=lambda t: "soon")
+    message = engine.status().message
+    assert "lock held by run run-gating (arn:aws:sts::1:assumed-role/ops/alice), which has not changed anything" in message
