@@ -407,9 +407,18 @@ class Cutover:
         j.record("finish", "done", self.clock())
         self.store.save(j)
         self.store.release(j.run_id)
-        if self.cfg.source and write_config_mode(self.cfg.source, j.target):
-            out.config_written = self.cfg.source
+        self._write_config(j.target, out)
         return self._end(out, OK, DONE, f"{j.target} is live: v{j.new_version} deployed, probed and watched")
+
+    def _write_config(self, mode: str, out: Outcome) -> None:
+        """Make config/<env>.yaml agree with production. Production is already settled here, so a
+        local file problem is a warning with the fix, never a failed cutover."""
+        try:
+            if self.cfg.source and write_config_mode(self.cfg.source, mode):
+                out.config_written = self.cfg.source
+        except (OSError, ValueError) as exc:
+            self.ui.warn(f"could not write {self.cfg.source} ({exc}); set gateway.document.tls.mtls."
+                         f"meshWritesEnforcement: {mode} there by hand so `cdk deploy` agrees with production")
 
     def _interrupted(self, j: Journal, out: Outcome) -> Outcome:
         if self.ui.interactive:
@@ -469,8 +478,7 @@ class Cutover:
             j.record("rollback", "done", self.clock())
             self.store.save(j)
             self.store.release(j.run_id)
-            if self.cfg.source and write_config_mode(self.cfg.source, j.previous_mode):
-                out.config_written = self.cfg.source
+            self._write_config(j.previous_mode, out)
             return self._end(out, ROLLED_BACK_CODE, ROLLED_BACK,
                              f"rolled back to v{j.previous_version} ({j.previous_mode}): {reason}")
         except Exception as exc:

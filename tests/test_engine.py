@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -533,3 +534,12 @@ def test_status_explains_a_lock_whose_run_changed_nothing(world):
                          ttl=3600, iso=lambda t: "soon")
     message = engine.status().message
     assert "lock held by run run-gating (arn:aws:sts::1:assumed-role/ops/alice), which has not changed anything" in message
+
+
+def test_a_config_file_that_cannot_be_written_is_a_warning_not_a_failure(world):
+    engine, out = world.cutover()
+    # A path that cannot be read or written as a file (file modes do not stop root, a directory does).
+    engine.cfg = dataclasses.replace(engine.cfg, source=str(Path(world.cfg.source).parent))
+    outcome = engine.run(YES)
+    assert outcome.code == 0 and world.mode() == "strict" and outcome.config_written is None
+    assert "set gateway.document.tls.mtls.meshWritesEnforcement: strict there by hand" in out.getvalue()
