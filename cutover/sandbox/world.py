@@ -202,22 +202,23 @@ def _seed_history(shipper: LogShipper, scenario: str, now: float) -> None:
         shipper.put_now("gateway/history", bypass)
 
 
+def _apply_environment(values: dict[str, str | None]) -> None:
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @contextmanager
 def _environment(values: dict[str, str | None]) -> Iterator[None]:
+    """Point boto3's standard chain at the sandbox for the run, and put everything back after."""
     saved = {k: os.environ.get(k) for k in values}
     try:
-        for k, v in values.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _apply_environment(values)
         yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _apply_environment(saved)
 
 
 @contextmanager
