@@ -132,15 +132,16 @@ class Cutover:
         p = self.aws.get_parameter(self.cfg.gateway.parameter_name)
         return p, read_mode(p.value)
 
-    def gate(self) -> GateVerdict:
-        """One pass over the log group for the whole lookback, every pattern in one pre-filter."""
+    def gate(self, service: dict | None = None) -> GateVerdict:
+        """One pass over the log group for the whole lookback, every pattern in one pre-filter.
+        `service`: the ECS description the caller already holds (preflight's), to avoid a re-read."""
         g = self.cfg.cutover.gate
         now = self.clock()
         counts = GateCounts(g)
         for ev in self.aws.log_events(self.cfg.observability.log_group_name, int((now - g.lookback) * 1000),
                                       int(now * 1000), gate_filter_pattern(g)):
             counts.add(ev["message"])
-        service = self.aws.describe_service(*self.svc)
+        service = service or self.aws.describe_service(*self.svc)
         return judge_gate(counts, self.cfg.cutover.future_callers,
                           alarms_in_alarm=self.aws.alarms_in_alarm(self.cfg.observability.guard_alarms),
                           deployments=service.get("deployments", []),
@@ -194,7 +195,7 @@ class Cutover:
             # ---- gate (strict only: --advisory is the deliberate way back)
             if opts.target == "strict":
                 t = self.clock()
-                verdict = self.gate()
+                verdict = self.gate(service)
                 out.gate = verdict
                 lookback = format_duration(cfg.cutover.gate.lookback)
                 self.ui.step("gate", "GREEN" if verdict.green else "RED",
