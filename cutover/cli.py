@@ -113,9 +113,7 @@ def build(args: argparse.Namespace, cfg: Any, ui: Any) -> Any:
     from cutover.engine import Cutover
     from cutover.probes import ProbeSpec, run_probes
 
-    p = cfg.cutover.probes
-    spec = ProbeSpec(base_url=p.base_url, routes=cfg.cutover.gate.routes, client_cert=p.client_cert,
-                     client_key=p.client_key, ca_bundle=p.ca_bundle, timeout=p.timeout, per_task=p.per_task)
+    spec = ProbeSpec.from_config(cfg)
     aws = Aws.from_environment(region=args.region or cfg.region, profile=args.profile, sleep=time.sleep)
     return Cutover(cfg, aws=aws, clock=time.time, sleep=time.sleep, probe=run_probes, probe_spec=spec, ui=ui)
 

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from cutover.config import EnvConfig
 from cutover.mtls import PROBE_USER_AGENT, RUN_HEADER
 
 NO_CERT, FORGED, ENROLLED = "no-cert", "forged-header", "enrolled-cert"
@@ -48,6 +49,12 @@ class ProbeSpec:
     ca_bundle: str | None
     timeout: float
     per_task: int
+
+    @classmethod
+    def from_config(cls, cfg: EnvConfig) -> ProbeSpec:
+        p = cfg.cutover.probes
+        return cls(base_url=p.base_url, routes=cfg.cutover.gate.routes, client_cert=p.client_cert,
+                   client_key=p.client_key, ca_bundle=p.ca_bundle, timeout=p.timeout, per_task=p.per_task)
 
 
 def expectations(mode: str) -> dict[str, str]:

@@ -214,9 +214,7 @@ class World:
         aws = Aws(clients, sleep=self.clock.sleep)
         out = io.StringIO()
         ui = ConsoleUi(out, interactive=interactive, answers=io.StringIO(answers))
-        p = self.cfg.cutover.probes
-        spec = ProbeSpec(base_url=p.base_url, routes=self.cfg.cutover.gate.routes, client_cert=p.client_cert,
-                         client_key=p.client_key, ca_bundle=p.ca_bundle, timeout=p.timeout, per_task=p.per_task)
+        spec = ProbeSpec.from_config(self.cfg)
         engine = Cutover(self.cfg, aws=aws, clock=self.clock, sleep=self.clock.sleep, probe=self.probe,
                          probe_spec=spec, ui=ui, run_id=lambda: f"run-{int(self.clock.now)}")
         return engine, out
