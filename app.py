@@ -10,7 +10,7 @@ from pathlib import Path
 from aws_cdk import App, Validations
 from cdk_nag import AwsSolutionsChecks
 
-from cutover.config import DEFAULT_CONFIG_DIR, ConfigError, load_all
+from envconfig import DEFAULT_CONFIG_DIR, ConfigError, load_all
 from stacks.gateway_stack import GatewayStack
 
 

@@ -16,7 +16,7 @@ import sys, time
 t = time.perf_counter()
 from aws_cdk import App, Validations
 from cdk_nag import AwsSolutionsChecks
-from cutover.config import load
+from envconfig import load
 from stacks.gateway_stack import GatewayStack
 app = App(outdir=sys.argv[2])
 GatewayStack(app, config=load(sys.argv[1]))

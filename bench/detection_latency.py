@@ -19,10 +19,10 @@ import time
 from common import save, summary
 
 from cutover.cli import build
-from cutover.config import load
 from cutover.engine import Options
 from cutover.report import ConsoleUi
 from cutover.sandbox.world import sandbox_world
+from envconfig import load
 
 
 class TriggerUi(ConsoleUi):

@@ -18,8 +18,8 @@ from cwlogs import CwLogs
 from moto import mock_aws
 
 from cutover.aws import Aws
-from cutover.config import load
 from cutover.mtls import GateCounts, gate_filter_pattern
+from envconfig import load
 
 N = 100_000
 DAY_MS = 24 * 3600 * 1000

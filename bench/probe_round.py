@@ -13,9 +13,9 @@ from pathlib import Path
 
 from common import save, summary
 
-from cutover.config import load, render_document
 from cutover.probes import ProbeSpec, run_probes
 from cutover.sandbox.pki import make_pki
+from envconfig import load, render_document
 
 ROUNDS = 5
 

@@ -14,7 +14,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from cutover.config import DEFAULT_CONFIG_DIR, ConfigError, parse_duration
+from envconfig import DEFAULT_CONFIG_DIR, ConfigError, parse_duration
 
 EPILOG = """\
 exit codes:
@@ -119,7 +119,7 @@ def build(args: argparse.Namespace, cfg: Any, ui: Any) -> Any:
 
 
 def run_command(args: argparse.Namespace, ui: Any, out: Any) -> int:
-    from cutover import config as config_mod
+    import envconfig as config_mod
     from cutover.engine import Options
     from cutover.report import probe_rows, table, to_json, write_report
 

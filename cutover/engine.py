@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cutover.aws import Aws
-from cutover.config import MODE_PATH, EnvConfig, format_duration
 from cutover.journal import (
     ACTIVE_STATES,
     DONE,
@@ -41,6 +40,7 @@ from cutover.mtls import (
 )
 from cutover.probes import ProbeResult, ProbeSpec
 from cutover.watch import WATCH_FILTER, LogCursor, WatchTally
+from envconfig import MODE_PATH, EnvConfig, format_duration
 
 OK, FAILED, GATE_RED, ROLLED_BACK_CODE, ROLLBACK_FAILED_CODE, USAGE = 0, 1, 3, 4, 5, 2
 FORWARD_STEPS = ("flip", "redeploy", "probe", "watch")

@@ -8,11 +8,10 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from io import StringIO
 from pathlib import Path
-from typing import Any
 
-from cutover.config import MODE_PATH, MODES, AccessLog, FutureCaller, Gate
+from cutover_core.flag import MODE_PATH, read_mode, with_mode
+from envconfig import AccessLog, FutureCaller, Gate
 
 PROBE_USER_AGENT = "brainstorm-cutover-probe"
 RUN_HEADER = "X-Cutover-Run"
@@ -20,44 +19,6 @@ MESH_WRITE_PREFIX = "/v1/agent/"
 
 
 # ---------------------------------------------------------------- the flag inside YAML text
-
-
-def _scalar_span(text: str, path: tuple[str, ...]) -> tuple[int, int, Any]:
-    """(start, end, value) of the scalar at `path`, as character offsets into `text`.
-
-    Located with ruamel's round-trip parser, then spliced by hand: every other byte (comments,
-    quoting, key order, indentation) stays exactly as it was.
-    """
-    from ruamel.yaml import YAML
-
-    node: Any = YAML(typ="rt").load(StringIO(text))
-    for key in path[:-1]:
-        node = node[key]
-    line, col = node.lc.value(path[-1])
-    lines = text.splitlines(keepends=True)
-    start = sum(len(x) for x in lines[:line]) + col
-    rest = lines[line][col:]
-    value = node[path[-1]]
-    raw = str(value)
-    if rest.startswith(("'", '"')):
-        end = start + rest.index(rest[0], 1) + 1
-    else:
-        end = start + len(raw)
-        if text[start:end] != raw:
-            raise ValueError(f"cannot locate {'.'.join(path)} in the YAML text")
-    return start, end, value
-
-
-def read_mode(text: str, path: tuple[str, ...] = MODE_PATH) -> str:
-    return str(_scalar_span(text, path)[2])
-
-
-def with_mode(text: str, mode: str, path: tuple[str, ...] = MODE_PATH) -> str:
-    """The same document with only the flag changed."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-    start, end, _ = _scalar_span(text, path)
-    return text[:start] + mode + text[end:]
 
 
 def write_config_mode(config_file: str | Path, mode: str) -> bool:

@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from cutover.config import EnvConfig
 from cutover.mtls import PROBE_USER_AGENT, RUN_HEADER
+from envconfig import EnvConfig
 
 NO_CERT, FORGED, ENROLLED = "no-cert", "forged-header", "enrolled-cert"
 FORGED_CERT = "-----BEGIN%20CERTIFICATE-----%0AMIIBforgedbycutoverprobe%0A-----END%20CERTIFICATE-----%0A"

@@ -9,9 +9,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-from cutover.config import format_duration
 from cutover.engine import Outcome, iso
 from cutover.mtls import GateVerdict
+from envconfig import format_duration
 
 EXIT_MEANING = {0: "done", 1: "failed", 2: "bad usage or config", 3: "gate RED, nothing changed",
                 4: "rolled back", 5: "ROLLBACK FAILED: manual action needed"}

@@ -13,8 +13,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from cutover.config import AccessLog
 from cutover.mtls import LEGITIMATE, PROBE_USER_AGENT, AccessEvent, classify_403, parse_access
+from envconfig import AccessLog
 
 # Pre-filter for the 403 poll. Only a pre-filter: classify_403 decides.
 WATCH_FILTER = '?"403" ?"/v1/agent/"'

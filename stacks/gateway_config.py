@@ -10,7 +10,7 @@ from __future__ import annotations
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
-from cutover.config import render_document
+from envconfig import render_document
 
 
 class GatewayConfig(Construct):

@@ -6,7 +6,7 @@ from aws_cdk import CfnOutput, Environment, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from cutover.config import LOG_RETENTION_DAYS, EnvConfig
+from envconfig import LOG_RETENTION_DAYS, EnvConfig
 from stacks.gateway_config import GatewayConfig
 from stacks.observability import GatewayObservability
 from stacks.operator_policy import CutoverOperatorPolicy

@@ -9,7 +9,7 @@ from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from cutover.config import AccessLog, Observability
+from envconfig import AccessLog, Observability
 
 MESH_WRITE_ROUTE_GLOB = "/v1/agent/*"
 

@@ -12,7 +12,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
-from cutover.config import MAX_HEALTHY_PERCENT, MIN_HEALTHY_PERCENT, Database, Network, Scaling, Service
+from envconfig import MAX_HEALTHY_PERCENT, MIN_HEALTHY_PERCENT, Database, Network, Scaling, Service
 from stacks.nag import acknowledge
 
 CONTAINER_NAME = "gateway"

@@ -17,12 +17,12 @@ import boto3
 from botocore.exceptions import ClientError
 
 from cutover.aws import Aws
-from cutover.config import EnvConfig
 from cutover.engine import Cutover
 from cutover.mtls import read_mode
 from cutover.probes import ENROLLED, FORGED, NO_CERT, ProbeResult, ProbeSpec, expectations
 from cutover.report import ConsoleUi
 from cutover.sandbox.provision import provision
+from envconfig import EnvConfig
 
 SERVICES = ("ssm", "ecs", "logs", "cloudwatch", "sts")
 # Near the real time: CloudWatch (and moto) reject log events more than 2 h in the future or

@@ -11,8 +11,8 @@ import pytest
 from moto import mock_aws
 
 from cutover.cli import main
-from cutover.config import load
 from cutover.sandbox.provision import provision
+from envconfig import load
 from tests.conftest import ROOT
 from tests.fakes import SERVICES, tasks_running
 

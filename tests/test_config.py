@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cutover import config
-from cutover.config import ConfigError, load, parse_duration
+import envconfig as config
+from envconfig import ConfigError, load, parse_duration
 
 
 def edit(config_dir: Path, env: str, old: str, new: str) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from moto import mock_aws
 
-from cutover.config import load
 from cutover.engine import FORWARD_STEPS, Options
 from cutover.journal import DONE, INTERRUPTED, ROLLBACK_FAILED, ROLLED_BACK
+from envconfig import load
 from tests.fakes import Crash, client_error, make_world
 
 YES = Options(target="strict", yes=True)

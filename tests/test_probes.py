@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from cutover.config import render_document
 from cutover.mtls import with_mode
 from cutover.probes import ENROLLED, FORGED, NO_CERT, ProbeSpec, run_probes
 from cutover.sandbox.gateway import Front, GatewaySettings, Task
 from cutover.sandbox.pki import make_pki, verify_client_pem
+from envconfig import render_document
 
 ROUTES = ("/v1/agent/delegate", "/v1/agent/task-runs")
 DOC = render_document({"tls": {"mtls": {"meshWritesEnforcement": "advisory"}}})

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from cutover.config import AccessLog
 from cutover.mtls import (
     LEGITIMATE,
     PROBE,
@@ -18,6 +17,7 @@ from cutover.mtls import (
     write_config_mode,
 )
 from cutover.watch import LogCursor, WatchTally
+from envconfig import AccessLog
 
 DOC = """\
 # gateway config, hand-edited
@@ -32,7 +32,7 @@ other: [1, 2, 3]
 
 def test_flip_changes_only_the_flag_and_keeps_every_other_byte():
     out = with_mode(DOC, "strict")
-    assert out == DOC.replace("'advisory'", "strict")
+    assert out == DOC.replace("'advisory'", "'strict'"), "the quoting style is kept"
     assert read_mode(out) == "strict" and with_mode(out, "advisory").count("advisory") == 1
 
 

@@ -9,8 +9,8 @@ from aws_cdk import App
 from aws_cdk.assertions import Match, Template
 from cdk_nag import AwsSolutionsChecks
 
-from cutover import config
-from cutover.config import ConfigError, load
+import envconfig as config
+from envconfig import ConfigError, load
 from stacks.gateway_config import render_document
 from stacks.gateway_stack import GatewayStack
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cutover.config import EnvConfig, render_document
+from envconfig import EnvConfig, render_document
 
 ACCOUNT = "123456789012"  # moto's default account
 

@@ -24,10 +24,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from cutover.config import EnvConfig
 from cutover.sandbox.gateway import Front, GatewaySettings, LogShipper, Task
 from cutover.sandbox.pki import make_pki
 from cutover.sandbox.provision import ACCOUNT, provision
+from envconfig import EnvConfig
 
 API_KEYS = {"key-sandbox-agents": "sandbox-agents", "key-brainstorm-cli": "brainstorm-cli"}
 SCENARIOS = ("clean", "unenrolled-caller", "bypass-traffic", "rollout-fails")

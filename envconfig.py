@@ -18,13 +18,13 @@ from typing import Any, Literal, Union
 
 import yaml
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from cutover_core.flag import MODE_PATH, MODES
+
+PROJECT_ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIG_DIR = PROJECT_ROOT / "config"
 
 Mode = Literal["advisory", "strict"]
-MODES: tuple[str, ...] = typing.get_args(Mode)
-# Where the flag lives inside the gateway's own configuration document.
-MODE_PATH: tuple[str, ...] = ("tls", "mtls", "meshWritesEnforcement")
+assert typing.get_args(Mode) == MODES
 
 
 class ConfigError(Exception):
@@ -192,7 +192,7 @@ class Probes:
 
 
 @dataclass(frozen=True)
-class Cutover:
+class CutoverSettings:
     gate: Gate
     future_callers: tuple[FutureCaller, ...]
     probes: Probes
@@ -213,7 +213,7 @@ class EnvConfig:
     database: Database
     gateway: Gateway
     observability: Observability
-    cutover: Cutover
+    cutover: CutoverSettings
     access_log: AccessLog = field(default_factory=AccessLog)
     account: str | None = None
     source: str = field(default="", compare=False)  # the file it came from (not a YAML key)
