@@ -182,6 +182,16 @@ class FutureCaller:
 
 
 @dataclass(frozen=True)
+class Sentinel:
+    """An authenticated caller the tool controls: its API key is read from an environment
+    variable or a file (never written in YAML), and the gateway is expected to log `caller`."""
+
+    caller: str
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+
+
+@dataclass(frozen=True)
 class Probes:
     base_url: str
     client_cert: str
@@ -189,6 +199,7 @@ class Probes:
     ca_bundle: str | None = None
     per_task: int = 3
     timeout: Seconds = Seconds(10)
+    sentinel: Sentinel | None = None
 
 
 @dataclass(frozen=True)
@@ -391,6 +402,10 @@ def _check(cfg: EnvConfig, file: str) -> None:
         raise ConfigError(file, "cutover.poll", "poll must be > 0 and watch >= 0", "e.g. poll: 15s, watch: 30m")
     if cfg.cutover.probes.per_task < 1:
         raise ConfigError(file, "cutover.probes.per_task", "must be at least 1", "use 3 (the runbook's value)")
+    sentinel = cfg.cutover.probes.sentinel
+    if sentinel is not None and (sentinel.api_key_env is None) == (sentinel.api_key_file is None):
+        raise ConfigError(file, "cutover.probes.sentinel", "needs exactly one of api_key_env, api_key_file",
+                          "name the environment variable or the file that holds the sentinel's API key")
     for i, c in enumerate(cfg.cutover.future_callers):
         if c.acknowledged is not None and not c.acknowledged.strip():
             raise ConfigError(file, f"cutover.future_callers[{i}].acknowledged", "empty reason",
