@@ -66,6 +66,43 @@ def format_duration(seconds: float) -> str:
     return "".join(f"{v}{u}" for v, u in ((h, "h"), (m, "m"), (s, "s")) if v) or "0s"
 
 
+# ---------------------------------------------------------------- timing: one rule for config and CLI
+
+WATCH_FLOOR = Seconds(30 * 60)   # the runbook's window: "monitor for the first 30 minutes"
+MIN_POLL, MAX_POLL = Seconds(1), Seconds(300)
+
+
+@dataclass(frozen=True)
+class TimingProblem:
+    key: str       # watch | poll (the config key under cutover., the CLI flag --<key>)
+    problem: str
+    fix: str
+
+
+def timing_problem(*, watch: float, poll: float, overlap: float, redeploy_timeout: float, lock_ttl: float,
+                   sandbox: bool, short_watch_ok: bool) -> TimingProblem | None:
+    """Durations that make no sense, refused the same way for config/<env>.yaml and the flags."""
+    f = format_duration
+    if poll < MIN_POLL:
+        return TimingProblem("poll", f"{poll:g}s is below {f(MIN_POLL)}: a busy loop against AWS",
+                             "poll every few seconds, e.g. 15s")
+    if poll > MAX_POLL:
+        return TimingProblem("poll", f"{f(poll)} is above {f(MAX_POLL)}: a hurt caller would wait that long",
+                             "poll at most every 5m, e.g. 15s")
+    if watch < poll:
+        return TimingProblem("watch", f"{f(watch)} is shorter than one poll ({f(poll)})",
+                             f"watch at least {f(WATCH_FLOOR)} (the runbook's window)")
+    if not sandbox and watch < WATCH_FLOOR and not short_watch_ok:
+        return TimingProblem("watch", f"{f(watch)} is below the runbook's {f(WATCH_FLOOR)} window",
+                             f"watch {f(WATCH_FLOOR)}, or pass --short-watch to accept a shorter window on purpose")
+    plan = redeploy_timeout + watch + overlap + redeploy_timeout
+    if plan > lock_ttl:
+        return TimingProblem("watch", f"redeploy {f(redeploy_timeout)} + watch {f(watch)} + drain {f(overlap)} + "
+                             f"rollback redeploy {f(redeploy_timeout)} = {f(plan)} exceeds cutover.lock_ttl "
+                             f"{f(lock_ttl)}", "shorten the watch or raise cutover.lock_ttl")
+    return None
+
+
 def render_document(document: dict) -> str:
     """The exact text stored in the gateway config parameter (the gateway reads YAML).
 
@@ -398,8 +435,11 @@ def _check(cfg: EnvConfig, file: str) -> None:
             f"> max_connections {db.max_connections}",
             f"lower scaling.max_tasks to {fit_tasks}, or pool_size to {fit_pool}, or raise "
             "database.max_connections (a bigger DB class), or put RDS Proxy in front of the database")
-    if cfg.cutover.poll <= 0 or cfg.cutover.watch < 0:
-        raise ConfigError(file, "cutover.poll", "poll must be > 0 and watch >= 0", "e.g. poll: 15s, watch: 30m")
+    c = cfg.cutover
+    problem = timing_problem(watch=c.watch, poll=c.poll, overlap=c.overlap, redeploy_timeout=c.redeploy_timeout,
+                             lock_ttl=c.lock_ttl, sandbox=cfg.environment == "sandbox", short_watch_ok=False)
+    if problem:
+        raise ConfigError(file, f"cutover.{problem.key}", problem.problem, problem.fix)
     if cfg.cutover.probes.per_task < 1:
         raise ConfigError(file, "cutover.probes.per_task", "must be at least 1", "use 3 (the runbook's value)")
     sentinel = cfg.cutover.probes.sentinel

@@ -7,7 +7,7 @@ botocore's own retries are off so the two never multiply.
 
 from __future__ import annotations
 
-import json
+import email.utils
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,6 +44,18 @@ class Parameter:
     version: int
     type: str
     tier: str = "Standard"
+    modified: float | None = None     # LastModifiedDate, on AWS's clock
+    server_time: float | None = None  # the Date of AWS's reply: AWS's clock now
+
+
+def _server_time(resp: dict) -> float | None:
+    date = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    if not date:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(date).timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 class Aws:
@@ -65,14 +77,20 @@ class Aws:
         )
 
     @classmethod
-    def from_environment(cls, *, region: str, profile: str | None, sleep: Callable[[float], None]) -> Aws:
-        """The standard boto3 chain: profiles, env credentials, AWS_ENDPOINT_URL (moto, the sandbox)."""
+    def from_environment(cls, *, region: str, profile: str | None, sleep: Callable[[float], None],
+                         overrides: dict[str, str] | None = None) -> Aws:
+        """The standard boto3 chain: profiles, env credentials, AWS_ENDPOINT_URL. `overrides` (the
+        sandbox's endpoint and credentials, same keys as the env vars) win over the chain."""
         import boto3
         from botocore.config import Config
 
-        session = boto3.Session(profile_name=profile, region_name=region)
+        o = overrides or {}
+        session = boto3.Session(profile_name=None if o else profile, region_name=o.get("AWS_DEFAULT_REGION", region),
+                                aws_access_key_id=o.get("AWS_ACCESS_KEY_ID"),
+                                aws_secret_access_key=o.get("AWS_SECRET_ACCESS_KEY"))
         conf = Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=30)
-        clients = {name: session.client(name, config=conf) for name in ("ssm", "ecs", "logs", "cloudwatch", "sts")}
+        clients = {name: session.client(name, config=conf, endpoint_url=o.get("AWS_ENDPOINT_URL"))
+                   for name in ("ssm", "ecs", "logs", "cloudwatch", "sts")}
         return cls(clients, sleep=sleep)
 
     def _count_retry(self, _state: Any) -> None:
@@ -94,8 +112,12 @@ class Aws:
 
     def get_parameter(self, name: str, version: int | None = None) -> Parameter:
         selector = f"{name}:{version}" if version is not None else name
-        p = self._call(self.ssm, "get_parameter", Name=selector)["Parameter"]
-        return Parameter(name=name, value=p["Value"], version=int(p["Version"]), type=p["Type"])
+        resp = self._call(self.ssm, "get_parameter", Name=selector)
+        p = resp["Parameter"]
+        modified = p.get("LastModifiedDate")
+        return Parameter(name=name, value=p["Value"], version=int(p["Version"]), type=p["Type"],
+                         modified=modified.timestamp() if hasattr(modified, "timestamp") else None,
+                         server_time=_server_time(resp))
 
     def find_parameter(self, name: str) -> Parameter | None:
         try:
@@ -188,13 +210,9 @@ class Aws:
 
     # ------------------------------------------------------------------ alarms
 
-    def alarms_in_alarm(self, names: tuple[str, ...] | list[str]) -> list[str]:
+    def alarm_states(self, names: tuple[str, ...] | list[str]) -> dict[str, str]:
+        """name -> OK | ALARM | INSUFFICIENT_DATA, for the alarms that exist (a missing one is absent)."""
         if not names:
-            return []
+            return {}
         resp = self._call(self.cloudwatch, "describe_alarms", AlarmNames=list(names))
-        return [a["AlarmName"] for a in resp.get("MetricAlarms", []) if a.get("StateValue") == "ALARM"]
-
-
-def dumps(data: Any) -> str:
-    """Compact JSON for state kept in SSM (4 KB per standard parameter)."""
-    return json.dumps(data, separators=(",", ":"), sort_keys=True, default=str)
+        return {a["AlarmName"]: a.get("StateValue", "") for a in resp.get("MetricAlarms", [])}

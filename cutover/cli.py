@@ -1,4 +1,6 @@
-"""`python -m cutover ...`: argparse, the one factory, and the one place errors become exit codes.
+"""`python -m cutover ...`: argparse, the factory call, rendering, and the one place errors become
+exit codes. The engine returns typed outcomes; this module prints them and writes the files
+(the report, config/<env>.yaml).
 
 Heavy imports (boto3, the engine, the sandbox with moto) happen inside the commands, so `--help`
 stays fast and never imports moto or the CDK.
@@ -8,28 +10,36 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import signal
 import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from envconfig import DEFAULT_CONFIG_DIR, ConfigError, parse_duration
+from cutover.exitcodes import ExitCode, table_rows
+from envconfig import DEFAULT_CONFIG_DIR, ConfigError, parse_duration, timing_problem
 
-EPILOG = """\
+SCENARIOS = ("clean", "unenrolled-caller", "bypass-traffic", "rollout-fails", "untrusted-cert", "blind-watch")
+DURATION_FLAGS = ("--watch", "--poll")
+
+
+def _exit_lines(codes: tuple[int, ...] | None = None) -> str:
+    return "\n".join(f"  {c}  {m}" for c, m in table_rows() if codes is None or c in codes)
+
+
+EPILOG = f"""\
 exit codes:
-  0  done, or nothing to do          3  gate RED: nothing changed
-  1  anything else (see message)     4  rolled back: production is on the previous version
-  2  bad usage or config: no AWS write happened
-  5  ROLLBACK FAILED: production may be half-changed; the exact manual commands are printed
+{_exit_lines()}
 
 examples:
   python -m cutover mtls --strict --sandbox              rehearse locally (no AWS account needed)
   python -m cutover gate --env production                the 24 h pre-cutover gate, read-only
   python -m cutover mtls --strict --env production --dry-run
   python -m cutover mtls --strict --env production       asks you to type the env name
-  python -m cutover status --env production              live mode, drift, active run
-  python -m cutover rollback --env production            restore the pre-cutover version
+  python -m cutover status --env production              live mode, drift, active run, next command
+  python -m cutover rollback --env production            restore the previous mode (the restore rule)
 
 AWS access uses the standard boto3 chain (--profile, env credentials, AWS_ENDPOINT_URL).
 """
@@ -46,57 +56,96 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _join_negative_durations(argv: list[str]) -> list[str]:
+    """`--poll -1s` would read as an unknown flag `-1s`; join it so `--poll -1s` and `--poll=-1s`
+    both reach the duration check and get the same message."""
+    out: list[str] = []
+    it = iter(range(len(argv)))
+    for i in it:
+        if argv[i] in DURATION_FLAGS and i + 1 < len(argv) and re.match(r"^-\d", argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            next(it, None)
+        else:
+            out.append(argv[i])
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
+    raw = argparse.RawDescriptionHelpFormatter
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("common options")
-    g.add_argument("--env", help="environment: a file in config/ (default: production; sandbox with --sandbox)")
-    g.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR, help="where <env>.yaml lives")
+    g.add_argument("--env", help="environment: a file in --config-dir (default: production; sandbox with --sandbox)")
+    g.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR, help="where <env>.yaml lives (default: "
+                   "config/ of this repository)")
     g.add_argument("--json", action="store_true", help="print one JSON result on stdout (human output -> stderr)")
-    g.add_argument("--report", metavar="PATH", help="markdown report path (default: reports/<run-id>.md)")
     g.add_argument("--profile", help="AWS profile (boto3 chain)")
     g.add_argument("--region", help="AWS region (default: the config's)")
     g.add_argument("--sandbox", action="store_true",
-                   help="run against a local world: moto + a real mTLS gateway on 127.0.0.1")
-    g.add_argument("--scenario", default="clean",
-                   choices=["clean", "unenrolled-caller", "bypass-traffic", "rollout-fails"],
-                   help="sandbox scenario (default: clean)")
-    g.add_argument("--yes", action="store_true", help="do not ask for confirmation (needed when not on a terminal)")
-    g.add_argument("--break-lock", action="store_true", help="take over a lock whose expiry has passed")
+                   help="run against a local world: moto + a real mTLS gateway on 127.0.0.1 (no AWS account)")
+
+    report = argparse.ArgumentParser(add_help=False)
+    report.add_argument("--report", metavar="PATH",
+                        help="markdown report path (default: reports/cutover-<run-id>.md; gate: reports/gate-<env>.md)")
+
+    acting = argparse.ArgumentParser(add_help=False)
+    a = acting.add_argument_group("acting on production")
+    a.add_argument("--yes", action="store_true", help="do not ask for confirmation (needed when not on a terminal)")
+    a.add_argument("--break-lock", action="store_true",
+                   help="take over a lock whose expiry (on AWS's clock) has passed; never overrides an unfinished run")
 
     timing = argparse.ArgumentParser(add_help=False)
     t = timing.add_argument_group("timing")
     t.add_argument("--watch", type=_duration, metavar="DURATION", help="watch window (default: config, 30m)")
-    t.add_argument("--poll", type=_duration, metavar="DURATION", help="poll interval (default: config, 15s)")
+    t.add_argument("--poll", type=_duration, metavar="DURATION", help="poll interval (default: config, 15s; >= 1s)")
+    t.add_argument("--short-watch", action="store_true",
+                   help="accept a watch below the runbook's 30m floor outside the sandbox, on purpose")
 
     parser = argparse.ArgumentParser(
         prog="python -m cutover",
         description="Cut brainstorm-router's mesh-write routes over to strict mTLS, safely: gate, flip "
                     "tls.mtls.meshWritesEnforcement, redeploy, probe, watch, and roll back by itself when "
                     "a legitimate caller gets a 403.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG, formatter_class=raw)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    m = sub.add_parser("mtls", parents=[common, timing], formatter_class=argparse.RawDescriptionHelpFormatter,
-                       help="the whole runbook: lock, preflight, gate, confirm, flip, redeploy, probe, watch",
-                       description="lock -> preflight -> gate -> confirm -> flip -> redeploy -> probe -> watch -> "
-                                   "finish; any failure after the flip rolls back to the exact previous "
-                                   "parameter version.", epilog=EPILOG)
+    def command(name: str, parents: list, help: str, description: str, codes: tuple[int, ...]) -> Any:
+        return sub.add_parser(name, parents=parents, help=help, formatter_class=raw,
+                              description=description, epilog=f"exit codes:\n{_exit_lines((*codes, 2))}")
+
+    m = command("mtls", [common, report, acting, timing],
+                "the whole runbook: lock, preflight, gate, confirm, flip, redeploy, probe, watch",
+                "lock -> preflight -> gate -> confirm -> flip -> redeploy -> probe -> watch -> finish. From the flip\n"
+                "on the watch reads the access log; a legitimate caller's 403, a failed deployment or wrong\n"
+                "probes roll back to the previous mode. Refuses while the last run is unfinished.",
+                (0, 1, 3, 4, 5))
     mode = m.add_mutually_exclusive_group(required=True)
     mode.add_argument("--strict", dest="target", action="store_const", const="strict",
                       help="advisory -> strict (gated, watched)")
     mode.add_argument("--advisory", dest="target", action="store_const", const="advisory",
                       help="the deliberate way back: no gate; still redeploys, probes and reports")
     m.add_argument("--dry-run", action="store_true", help="preflight, gate and the plan; change nothing")
+    m.add_argument("--scenario", choices=SCENARIOS,
+                   help="with --sandbox: the world to rehearse against (default: clean)")
 
-    sub.add_parser("gate", parents=[common], help="the pre-cutover gate alone (read-only): the ship log's table")
-    sub.add_parser("probe", parents=[common], help="probe the mesh-write routes against the live mode")
-    sub.add_parser("status", parents=[common], help="live mode, version, deployments, lock, active run, drift")
-    sub.add_parser("resume", parents=[common, timing], help="continue an interrupted run from its journal in AWS")
-    sub.add_parser("rollback", parents=[common], help="restore the pre-cutover version of the active or last run")
+    command("gate", [common, report], "the pre-cutover gate alone (read-only): the ship log's table",
+            "One pass over the last 24 h of the gateway's log group with every bypass pattern, the\n"
+            "future-caller list, the guard alarms (present and not in ALARM) and the service's state.",
+            (0, 3))
+    command("probe", [common], "probe the mesh-write routes against the live mode (read-only)",
+            "The curl-equivalent probes of the runbook against whatever mode is live now.", (0, 1))
+    command("status", [common], "live mode, version, deployments, lock, last run, drift, next command",
+            "Where production and the last run stand, from any machine. Read-only.", (0,))
+    command("resume", [common, report, acting, timing], "continue the unfinished run from its journal in AWS",
+            "Continues the last run from its journal: the forward path where it stopped (it never flips\n"
+            "twice), an unfinished rollback, or the rest of a watch that was cut short.", (0, 1, 4, 5))
+    command("rollback", [common, report, acting], "restore the previous mode of the active or last run",
+            "Puts the previous mode back (the exact previous bytes when the live version is the run's own\n"
+            "write; only the flag when someone else wrote after it), redeploys and probes. Asks nothing:\n"
+            "it is the way back.", (0, 1, 4, 5))
     return parser
 
 
-# ---------------------------------------------------------------- the factory
+# ---------------------------------------------------------------- helpers
 
 
 def _check_files(cfg: Any) -> None:
@@ -107,121 +156,206 @@ def _check_files(cfg: Any) -> None:
                               "point it at the enrolled probe certificate files on this machine")
 
 
-def build(args: argparse.Namespace, cfg: Any, ui: Any) -> Any:
-    """Everything real, wired once: boto3 clients, wall clock, real sleep, real probes."""
-    from cutover.aws import Aws
-    from cutover.engine import Cutover
-    from cutover.probes import ProbeSpec, run_probes
+def _check_timing(args: argparse.Namespace, cfg: Any) -> None:
+    if not hasattr(args, "watch"):
+        return
+    c = cfg.cutover
+    watch = args.watch if args.watch is not None else c.watch
+    poll = args.poll if args.poll is not None else c.poll
+    problem = timing_problem(watch=watch, poll=poll, overlap=c.overlap, redeploy_timeout=c.redeploy_timeout,
+                             lock_ttl=c.lock_ttl, sandbox=args.sandbox or cfg.environment == "sandbox",
+                             short_watch_ok=args.short_watch)
+    if problem:
+        from_flag = getattr(args, problem.key) is not None
+        where = f"--{problem.key}" if from_flag else f"{cfg.source}: cutover.{problem.key}"
+        raise UsageError(f"{where}: {problem.problem}; fix: {problem.fix}")
 
-    spec = ProbeSpec.from_config(cfg)
-    aws = Aws.from_environment(region=args.region or cfg.region, profile=args.profile, sleep=time.sleep)
-    return Cutover(cfg, aws=aws, clock=time.time, sleep=time.sleep, probe=run_probes, probe_spec=spec, ui=ui)
+
+def _check_report_path(path: str | None) -> None:
+    if not path:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"--report {path}: is a directory; fix: name a file, e.g. {p / 'cutover.md'}")
+    parent = p.parent if str(p.parent) else Path(".")
+    existing = next((d for d in (parent, *parent.parents) if d.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise UsageError(f"--report {path}: {existing} is not a writable directory; fix: choose another path")
+
+
+def _write_config(ui: Any, cfg: Any, mode: str, *, sandbox: bool) -> str | None:
+    """Make config/<env>.yaml agree with production. Production is already settled here, so a
+    local file problem is a warning with the fix, never a failed cutover."""
+    from cutover.mtls import write_config_mode
+
+    try:
+        if cfg.source and write_config_mode(cfg.source, mode):
+            where = (f"the sandbox's copy {cfg.source} (the repository's config/ is untouched)" if sandbox
+                     else f"{cfg.source}: commit it so `cdk deploy` agrees")
+            ui.info(f"wrote meshWritesEnforcement: {mode} into {where}")
+            return cfg.source
+    except (OSError, ValueError) as exc:
+        ui.warn(f"could not write {cfg.source} ({exc}); set gateway.document.tls.mtls.meshWritesEnforcement: "
+                f"{mode} there by hand so `cdk deploy` agrees with production")
+    return None
+
+
+def _render_status(ui: Any, outcome: Any, file_mode: str) -> None:
+    from cutover.lockstore import iso
+
+    s = outcome.status
+    ui.info(f"mode: {s.mode} ({s.parameter} v{s.version}); config file: {file_mode}"
+            + ("  ** DRIFT **" if file_mode != s.mode else ""))
+    deps = ", ".join(f"{d['status']} {d['rolloutState']} {d['running']}/{d['desired']}" for d in s.deployments)
+    ui.info(f"service: {s.running}/{s.desired} running; deployments: {deps}")
+    lock = s.lock
+    ui.info("lock: free" if lock is None else
+            f"lock: run {lock.body.run_id} by {lock.body.operator}, expires {iso(lock.expires)}"
+            + (" (expired)" if lock.expired else ""))
+    r = s.run
+    if r is None:
+        ui.info("last run: none")
+    else:
+        last = r.last_step
+        ui.info(f"last run: {r.run_id} {r.previous_mode} -> {r.target}: {r.state}, last step "
+                f"{last.step + ' ' + last.status if last else '-'}")
+        if r.first_strict_task:
+            ui.info(f"first strict task took traffic: {iso(r.first_strict_task)}")
+        if r.watch_started:
+            ui.info(f"watch window began: {iso(r.watch_started)} (watching from the flip, "
+                    f"{iso(r.flipped_at or r.started)})")
+        if r.restore is not None:
+            ui.info(f"restore: {r.restore.rule} by the {r.restore.by} at {iso(r.restore.at)}")
+
+
+# ---------------------------------------------------------------- the command
 
 
 def run_command(args: argparse.Namespace, ui: Any, out: Any) -> int:
-    import envconfig as config_mod
-    from cutover.engine import Options
+    import envconfig
+    from cutover.engine import Options, Outcome
+    from cutover.factory import build
+    from cutover.mtls import read_mode
     from cutover.report import probe_rows, table, to_json, write_report
 
+    if getattr(args, "scenario", None) and not args.sandbox:
+        raise UsageError("--scenario only applies to the sandbox; fix: add --sandbox, or drop --scenario")
     env = args.env or ("sandbox" if args.sandbox else "production")
-    cfg = config_mod.load(env, args.config_dir)
-    interactive = ui.interactive
-    if args.command in ("mtls", "resume") and not (args.yes or interactive or getattr(args, "dry_run", False)):
+    cfg = envconfig.load(env, args.config_dir)
+    _check_timing(args, cfg)
+    report_arg = getattr(args, "report", None)
+    _check_report_path(report_arg)
+    dry_run = getattr(args, "dry_run", False)
+    if args.command in ("mtls", "resume") and not (args.yes or ui.interactive or dry_run):
         raise UsageError("not on a terminal: pass --yes to confirm (or --dry-run to see the plan)")
 
+    hint_suffix = " --sandbox" if args.sandbox else ""
     with ExitStack() as stack:
+        endpoint_env = None
         if args.sandbox:
             from cutover.sandbox.world import sandbox_world  # imports moto: only here
 
-            cfg = stack.enter_context(sandbox_world(cfg, scenario=args.scenario, ui=ui))
-        elif args.command in ("mtls", "probe", "resume", "rollback") and not getattr(args, "dry_run", False):
+            world = stack.enter_context(sandbox_world(cfg, scenario=getattr(args, "scenario", None) or "clean", ui=ui))
+            cfg = getattr(world, "cfg", world)
+            endpoint_env = getattr(world, "env", None)
+        elif args.command in ("mtls", "probe", "resume", "rollback") and not dry_run:
             _check_files(cfg)
-        engine = build(args, cfg, ui)
-        opts = Options(target=getattr(args, "target", "strict") or "strict", dry_run=getattr(args, "dry_run", False),
-                       yes=args.yes, watch=getattr(args, "watch", None), poll=getattr(args, "poll", None),
-                       break_lock=args.break_lock)
+        engine = build(cfg, ui=ui, profile=args.profile, region=args.region, endpoint_env=endpoint_env)
+        opts = Options(target=getattr(args, "target", None) or "strict", dry_run=dry_run,
+                       yes=getattr(args, "yes", False), watch=getattr(args, "watch", None),
+                       poll=getattr(args, "poll", None), break_lock=getattr(args, "break_lock", False))
 
         if args.command == "gate":
             verdict = engine.gate()
             ui.gate(verdict)
-            if args.json:
-                from cutover.engine import Outcome
-                o = Outcome(code=0 if verdict.green else 3, state="gate", message="", env=env, gate=verdict)
-                out.write(to_json(o) + "\n")
-            return 0 if verdict.green else 3
-        if args.command == "probe":
-            from cutover.engine import Outcome
-
+            code = ExitCode.DONE if verdict.green else ExitCode.GATE_RED
+            outcome = Outcome(env=env, gate=verdict).end(
+                code, "gate_green" if verdict.green else "gate_red",
+                "gate GREEN" if verdict.green else "gate RED: " + "; ".join(verdict.reasons))
+        elif args.command == "probe":
             _, mode = engine.live()
             results = engine.run_probes(mode, f"probe-{int(time.time())}")
             ok = all(r.ok for r in results)
             ui.info(f"live mode: {mode}\n" + table(["Route", "Probe", "Expect", "Got", "Result"], probe_rows(results)))
-            ui.info(f"RESULT: {'ok' if ok else 'MISMATCH'}: the gateway {'behaves' if ok else 'does NOT behave'} as {mode}")
-            if args.json:
-                out.write(to_json(Outcome(code=0 if ok else 1, state="probe", message=mode, env=env, probes=results)) + "\n")
-            return 0 if ok else 1
+            outcome = Outcome(env=env, probes=results).end(
+                ExitCode.DONE if ok else ExitCode.FAILED, "probe_ok" if ok else "probe_mismatch",
+                f"the gateway {'behaves' if ok else 'does NOT behave'} as {mode}")
+        else:
+            outcome = {"mtls": engine.run, "resume": engine.resume, "rollback": engine.rollback,
+                       "status": lambda _o: engine.status()}[args.command](opts)
 
-        outcome = {"mtls": engine.run, "resume": engine.resume, "rollback": lambda o: engine.rollback(o),
-                   "status": lambda o: engine.status()}[args.command](opts)
-
+        file_mode = None
         if args.command == "status":
-            s = outcome.status
-            ui.info(f"mode: {s['mode']} ({s['parameter']} v{s['version']}); config file: {s['config_file_mode']}"
-                    + ("  ** DRIFT **" if s["drift"] else ""))
-            deps = ", ".join(f"{d['status']} {d['rolloutState']} {d['running']}/{d['desired']}" for d in s["deployments"])
-            ui.info(f"service: {s['running']}/{s['desired']} running; deployments: {deps}")
-            ui.info(f"lock: {s['lock']['run_id'] + ' by ' + s['lock']['operator'] if s['lock'] else 'free'}"
-                    + (" (expired)" if s["lock_expired"] else ""))
-            r = s["run"]
-            ui.info("last run: none" if r is None else
-                    f"last run: {r['run_id']} -> {r['target']}: {r['state']}, last step "
-                    f"{(r['last_step'] or {}).get('step')} {(r['last_step'] or {}).get('status')}")
-        elif outcome.journal is not None or outcome.gate is not None:
-            default = Path("reports") / f"cutover-{outcome.run_id or env}.md"
-            outcome.report_path = write_report(outcome, args.report or default)
+            file_mode = read_mode(Path(cfg.source).read_text(encoding="utf-8"),
+                                  ("gateway", "document", "tls", "mtls", "meshWritesEnforcement"))
+            _render_status(ui, outcome, file_mode)
+            if file_mode != outcome.status.mode:
+                outcome.message += f"; DRIFT: {cfg.source} says {file_mode}"
+        if outcome.config_mode and not dry_run:
+            _write_config(ui, cfg, outcome.config_mode, sandbox=args.sandbox)
+
+        report_path = None
+        if args.command in ("mtls", "resume", "rollback", "gate") and (outcome.journal or outcome.gate or report_arg):
+            default = (Path("reports") / f"gate-{env}.md" if args.command == "gate"
+                       else Path("reports") / f"cutover-{outcome.run_id or env}.md")
+            try:
+                report_path = write_report(outcome, report_arg or default, sandbox=args.sandbox)
+            except OSError as exc:  # never let the report change the outcome
+                ui.warn(f"could not write the report to {report_arg or default}: {exc}")
+
         ui.info("")
-        ui.info(f"RESULT: {outcome.state} (exit {outcome.code}): {outcome.message}")
+        ui.info(f"RESULT: {outcome.state} (exit {int(outcome.code)}): {outcome.message}")
         for line in outcome.manual:
             ui.info(f"  $ {line}")
-        if outcome.config_written and args.sandbox:
-            ui.info(f"wrote the new mode into the sandbox's copy {outcome.config_written} "
-                    "(the repository's config/sandbox.yaml is untouched)")
-        elif outcome.config_written:
-            ui.info(f"wrote the new mode into {outcome.config_written}: commit it so `cdk deploy` agrees")
-        if outcome.report_path:
-            ui.info(f"report: {outcome.report_path}")
+        for line in outcome.next_commands:
+            ui.info(f"  next: {line}{hint_suffix if ' --env ' in line else ''}")
+        if report_path:
+            ui.info(f"report: {report_path}")
         if args.json:
-            out.write(to_json(outcome) + "\n")
-        return outcome.code
+            extra = {"config_file_mode": file_mode, "drift": file_mode != outcome.status.mode} if file_mode else None
+            out.write(to_json(outcome, status_extra=extra) + "\n")
+        return int(outcome.code)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    from cutover.engine import Terminated
+
+    raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)  # bad flags: argparse prints usage and exits 2 (before any heavy import)
+    args = parser.parse_args(_join_negative_durations(list(sys.argv[1:] if argv is None else argv)))
     from cutover.report import ConsoleUi
     interactive = sys.stdin.isatty() and not os.environ.get("CI")
     ui = ConsoleUi(sys.stderr if args.json else sys.stdout, interactive=interactive)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)  # like Ctrl-C, without a prompt
     try:
         return run_command(args, ui, sys.stdout)
     except (ConfigError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return int(ExitCode.USAGE)
     except KeyboardInterrupt:
         print("\ninterrupted: check `python -m cutover status` (the journal in AWS says what happened)",
               file=sys.stderr)
-        return 1
+        return int(ExitCode.FAILED)
     except Exception as exc:  # the last resort: say what, where, and what state we know
         from botocore.exceptions import NoCredentialsError, NoRegionError, ProfileNotFound
 
         from cutover.aws import error_code
 
-        if isinstance(exc, (NoCredentialsError, ProfileNotFound, NoRegionError)):
+        if isinstance(exc, ProfileNotFound):
+            print(f"error: AWS profile: {exc}; fix: use a profile from `aws configure list-profiles`, or drop "
+                  "--profile/AWS_PROFILE to use other credentials (or rehearse with --sandbox)", file=sys.stderr)
+            return int(ExitCode.USAGE)
+        if isinstance(exc, (NoCredentialsError, NoRegionError)):
             # Raised by the first (read-only) call, so nothing was written.
             print(f"error: AWS credentials: {exc}; fix: set AWS_PROFILE or pass --profile (or rehearse with "
                   "--sandbox)", file=sys.stderr)
-            return 2
-
+            return int(ExitCode.USAGE)
         code = error_code(exc)
         print(f"error: {type(exc).__name__}{' ' + code if code else ''}: {exc}\n"
               "       run `python -m cutover status` to see what state production is in.", file=sys.stderr)
-        return 1
+        return int(ExitCode.FAILED)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

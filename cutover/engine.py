@@ -1,49 +1,56 @@
-"""The cutover, step by step: lock -> preflight -> gate -> confirm -> flip -> redeploy -> probe ->
-watch -> finish, or rollback. Pure orchestration: AWS, the clock, sleep, probes and the console
-all arrive as arguments, so a 30-minute watch runs in milliseconds under test.
+"""The cutover as a state machine over the journal (cutover_core.journal).
 
-Every path ends in a known state that the Outcome says plainly:
-  0 done / nothing to do   3 gate RED, nothing changed   4 rolled back
-  5 rollback failed (manual commands printed)           1 anything else (incl. interrupted)
+    mtls:     read the journal -> lock -> plan (preflight, gate, confirm) -> flip -> redeploy ->
+              probe -> watch -> finish; from any forward state a failure rolls back
+    resume:   continue whatever the journal says is unfinished (the forward path, or a rollback)
+    rollback: restore the previous mode of the active or last run (the restore rule)
+    status:   where production and the last run stand, and the next command
+
+Pure orchestration: AWS, the clock, sleep, probes and the console arrive as arguments, so a
+30-minute watch runs in milliseconds under test. The engine writes nothing but AWS: it returns
+an Outcome (what happened, in typed data) and the CLI renders it and writes files.
+
+One watch for the whole run: from the flip on, every wait (the redeploy, the probes, the window,
+an unanswered prompt) polls the access log, so a legitimate caller's 403 triggers the rollback
+at once, whatever step the run is in.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import secrets
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
-from cutover.aws import Aws
-from cutover.journal import (
-    ACTIVE_STATES,
-    DONE,
-    INTERRUPTED,
-    ROLLBACK_FAILED,
-    ROLLED_BACK,
-    RUNNING,
-    Journal,
-    LockHeld,
-    StateStore,
-)
-from cutover.mtls import (
-    LEGITIMATE,
-    GateCounts,
-    GateVerdict,
-    gate_filter_pattern,
-    judge_gate,
-    read_mode,
-    with_mode,
-    write_config_mode,
-)
+from cutover.aws import Aws, Parameter
+from cutover.exitcodes import ExitCode
+from cutover.lockstore import JournalStore, Lock, LockHeld, LockLost, LockView, iso
+from cutover.mtls import GateCounts, GateVerdict, gate_filter_pattern, judge_gate
 from cutover.probes import ProbeResult, ProbeSpec
-from cutover.watch import WATCH_FILTER, LogCursor, WatchTally
-from envconfig import MODE_PATH, EnvConfig, format_duration
+from cutover.watch import WATCH_FILTER, LogCursor, Watcher, WatchSummary
+from cutover_core.flag import MODE_PATH, read_mode, with_mode
+from cutover_core.journal import (
+    FINISHED,
+    FORWARD,
+    UNFINISHED,
+    UNFINISHED_ROLLBACK,
+    Journal,
+    RestoreRecord,
+    RunState,
+)
+from cutover_core.restore import EXACT, FLAG_ONLY, NOTHING, plan_restore
+from envconfig import EnvConfig, format_duration
 
-OK, FAILED, GATE_RED, ROLLED_BACK_CODE, ROLLBACK_FAILED_CODE, USAGE = 0, 1, 3, 4, 5, 2
-FORWARD_STEPS = ("flip", "redeploy", "probe", "watch")
+CONFIRM_TIMEOUT = 15 * 60          # an unanswered confirmation changes nothing
+INTERRUPT_PROMPT_TIMEOUT = 60      # an unanswered Ctrl-C prompt goes on watching
+STEP_OF = {RunState.FLIPPING: "flip", RunState.DEPLOYING: "redeploy", RunState.PROBING: "probe",
+           RunState.WATCHING: "watch"}
+
+
+class Pending(Protocol):
+    def answer(self) -> str | None: ...   # None: not (yet) answered
 
 
 class Ui(Protocol):
@@ -55,14 +62,27 @@ class Ui(Protocol):
     def progress(self, text: str) -> None: ...
     def gate(self, verdict: GateVerdict) -> None: ...
     def probes(self, results: list[ProbeResult]) -> None: ...
-    def ask(self, prompt: str, choices: tuple[str, ...]) -> str: ...
+    def ask(self, prompt: str, choices: tuple[str, ...]) -> Pending: ...
 
 
 ProbeFn = Callable[..., list[ProbeResult]]
 
 
-def iso(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: handled like Ctrl-C without a terminal (journal, lock kept, no prompt)."""
+
+
+class NeedsRollback(Exception):
+    """Something after the flip went wrong: put the previous mode back."""
+
+
+class Stop(Exception):
+    """The run ends here without (further) change to production."""
+
+    def __init__(self, code: ExitCode, state: str, message: str, next_commands: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.code, self.state, self.message = code, state, message
+        self.next_commands = next_commands or []
 
 
 @dataclass
@@ -76,35 +96,41 @@ class Options:
 
 
 @dataclass
+class StatusView:
+    mode: str
+    parameter: str
+    version: int
+    deployments: list[dict[str, Any]]
+    running: int
+    desired: int
+    lock: LockView | None
+    run: Journal | None
+    next_commands: list[str]
+
+
+@dataclass
 class Outcome:
-    code: int
-    state: str
-    message: str
     env: str
+    code: ExitCode = ExitCode.FAILED
+    state: str = ""
+    message: str = ""
     run_id: str | None = None
     journal: Journal | None = None
     gate: GateVerdict | None = None
+    plan: str | None = None
     probes: list[ProbeResult] = field(default_factory=list)
     rollback_probes: list[ProbeResult] = field(default_factory=list)
-    watch: dict[str, Any] | None = None
-    manual: list[str] = field(default_factory=list)
-    config_written: str | None = None
-    report_path: str | None = None
-    status: dict[str, Any] | None = None
+    watch: WatchSummary | None = None
+    manual: list[str] = field(default_factory=list)          # exit 5: restore by hand
+    next_commands: list[str] = field(default_factory=list)   # how to go on
+    config_mode: str | None = None    # what config/<env>.yaml should say now (the CLI writes it)
+    restore_document: str | None = None  # exit 5 with a foreign version: the document to put back
+    status: StatusView | None = None
+    warnings: list[str] = field(default_factory=list)
 
-
-class Stop(Exception):
-    def __init__(self, code: int, state: str, message: str) -> None:
-        super().__init__(message)
+    def end(self, code: ExitCode, state: str, message: str) -> Outcome:
         self.code, self.state, self.message = code, state, message
-
-
-class NeedsRollback(Exception):
-    """Something after the flip went wrong: restore the previous parameter version."""
-
-
-class TakenOver(Exception):
-    """Another process adopted this run (`rollback` or `resume` elsewhere): stop acting on it."""
+        return self
 
 
 class Cutover:
@@ -112,15 +138,27 @@ class Cutover:
                  probe: ProbeFn, probe_spec: ProbeSpec, ui: Ui, run_id: Callable[[], str] | None = None) -> None:
         self.cfg, self.aws, self.clock, self.sleep = cfg, aws, clock, sleep
         self.probe_fn, self.probe_spec, self.ui = probe, probe_spec, ui
-        self.store = StateStore(aws, lock_parameter=cfg.lock_parameter, journal_parameter=cfg.journal_parameter)
+        self.lock = Lock(aws, cfg.lock_parameter, ttl=cfg.cutover.lock_ttl, clock=clock)
+        self.journal = JournalStore(aws, cfg.journal_parameter, self.lock)
         self._new_run_id = run_id or self._default_run_id
-        self.watch_window = cfg.cutover.watch
+        self.window = cfg.cutover.watch
         self.poll = cfg.cutover.poll
-        self.lock_token: str | None = None
+        self.watcher: Watcher | None = None
+        self._last_tick = float("-inf")
 
     def _default_run_id(self) -> str:
+        import datetime as dt
         stamp = dt.datetime.fromtimestamp(self.clock(), dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         return f"{self.cfg.environment}-{stamp}-{secrets.token_hex(2)}"
+
+    def _apply(self, opts: Options) -> None:
+        if opts.watch is not None:
+            self.window = opts.watch
+        if opts.poll is not None:
+            self.poll = opts.poll
+
+    def _cmd(self, command: str) -> str:
+        return f"python -m cutover {command} --env {self.cfg.environment}"
 
     # ================================================================== shared reads
 
@@ -128,7 +166,7 @@ class Cutover:
     def svc(self) -> tuple[str, str]:
         return self.cfg.service.cluster_name, self.cfg.service.service_name
 
-    def live(self) -> tuple[Any, str]:
+    def live(self) -> tuple[Parameter, str]:
         p = self.aws.get_parameter(self.cfg.gateway.parameter_name)
         return p, read_mode(p.value)
 
@@ -142,9 +180,9 @@ class Cutover:
                                       int(now * 1000), gate_filter_pattern(g)):
             counts.add(ev["message"])
         service = service or self.aws.describe_service(*self.svc)
-        return judge_gate(counts, self.cfg.cutover.future_callers,
-                          alarms_in_alarm=self.aws.alarms_in_alarm(self.cfg.observability.guard_alarms),
-                          deployments=service.get("deployments", []),
+        guards = self.cfg.observability.guard_alarms
+        return judge_gate(counts, self.cfg.cutover.future_callers, guard_alarms=guards,
+                          alarm_states=self.aws.alarm_states(guards), deployments=service.get("deployments", []),
                           running=service.get("runningCount", 0), desired=service.get("desiredCount", 0))
 
     def run_probes(self, mode: str, run_id: str) -> list[ProbeResult]:
@@ -154,154 +192,232 @@ class Cutover:
     # ================================================================== mtls
 
     def run(self, opts: Options) -> Outcome:
-        cfg = self.cfg
-        if opts.watch is not None:
-            self.watch_window = opts.watch
-        if opts.poll is not None:
-            self.poll = opts.poll
+        self._apply(opts)
+        out = Outcome(env=self.cfg.environment)
+        last = self.journal.load()
+        if last is not None and last.state in UNFINISHED:
+            return self._refuse_unfinished(out, last)
         run_id = self._new_run_id()
-        out = Outcome(code=FAILED, state="", message="", env=cfg.environment, run_id=run_id)
-
+        out.run_id = run_id
         t0 = self.clock()
         operator = self.aws.caller_arn()
         if not opts.dry_run:
             try:
-                self.lock_token = self.store.acquire(run_id=run_id, operator=operator, now=self.clock(),
-                                                     ttl=cfg.cutover.lock_ttl, iso=iso, break_lock=opts.break_lock)
+                self.lock.acquire(run_id=run_id, operator=operator, break_lock=opts.break_lock,
+                                  finished_run=last.run_id if last is not None else None)
             except LockHeld as exc:
-                return self._end(out, FAILED, "locked", str(exc))
-            self.ui.step("lock", "done", f"{cfg.lock_parameter} held by run {run_id}", self.clock() - t0)
-
-        journal: Journal | None = None
+                return out.end(ExitCode.FAILED, "locked", str(exc))
+            self.ui.step("lock", "done", f"{self.cfg.lock_parameter} held by run {run_id}", self.clock() - t0)
         try:
-            # ---- preflight: read-only; any surprise stops with nothing changed
+            j = self._plan(opts, run_id, operator, last, out, t0)
+            self.journal.save(j)  # the run's first write: from here on the journal speaks for it
+        except Stop as stop:
+            self.lock.release()
+            out.next_commands = stop.next_commands
+            return out.end(stop.code, stop.state, stop.message)
+        except LockLost as lost:
+            return out.end(ExitCode.FAILED, "taken_over", str(lost))
+        except (Exception, KeyboardInterrupt):
+            self.lock.release()  # nothing in production changed (a kill, of course, releases nothing)
+            raise
+        out.journal = j
+        return self._drive(j, out)
+
+    def _refuse_unfinished(self, out: Outcome, last: Journal) -> Outcome:
+        out.run_id, out.journal = last.run_id, last
+        where = f"run {last.run_id} ({last.previous_mode} -> {last.target}, by {last.operator}) is {last.state}"
+        if last.state in UNFINISHED_ROLLBACK:
+            out.next_commands = [self._cmd("rollback") + "    # finishes the rollback"]
+            if last.state == RunState.ROLLBACK_FAILED:
+                out.manual = self.manual_rollback_commands(last)
+            why = "its rollback is not finished: production may still run " + last.target
+        else:
+            out.next_commands = [self._cmd("resume") + "      # continue it", self._cmd("rollback") + "    # or undo it"]
+            why = "it is not finished"
+        return out.end(ExitCode.FAILED, "unfinished_run",
+                       f"refused: {where}; {why}. A new run would act on a production that no run accounts for "
+                       "(--break-lock does not change that): go on with the command below")
+
+    def _plan(self, opts: Options, run_id: str, operator: str, last: Journal | None, out: Outcome,
+              t0: float) -> Journal:
+        """Preflight, gate, confirm: read-only, and each surprise a Stop with nothing changed."""
+        cfg = self.cfg
+        t = self.clock()
+        service = self.aws.describe_service(*self.svc)
+        param, mode = self.live()
+        deployments = service.get("deployments", [])
+        preflight = (f"caller {operator}; {cfg.gateway.parameter_name} v{param.version} mode={mode}; service "
+                     f"{service.get('runningCount')}/{service.get('desiredCount')} running, "
+                     f"{len(deployments)} deployment(s)")
+        self.ui.step("preflight", "done", preflight, self.clock() - t)
+        if mode == opts.target:
+            out.config_mode = mode
+            watched = last is not None and last.target == "strict" and last.state == RunState.DONE
+            if mode == "strict" and not watched:
+                if last is not None and last.state == RunState.WATCH_CUT_SHORT:
+                    why = (f"run {last.run_id}'s watch was cut short after "
+                           f"{format_duration(last.watch_cut_short_after or 0)} of {format_duration(last.watch_window)}")
+                    nxt = [self._cmd("resume") + "      # watch the rest of the window",
+                           self._cmd("rollback") + "    # or go back to " + last.previous_mode]
+                else:
+                    why = "no run of this tool watched it" + (f" (last run {last.run_id}: {last.state})" if last else "")
+                    nxt = [self._cmd("mtls --advisory") + "    # go back to advisory, deliberately"]
+                    if last is not None and last.previous_version is not None:
+                        nxt.insert(0, self._cmd("rollback") + "    # undo the last run")
+                raise Stop(ExitCode.FAILED, "unwatched", f"strict is live (v{param.version}) but unwatched: {why}; "
+                           "nothing changed", nxt)
+            raise Stop(ExitCode.DONE, "nothing_to_do", f"already {mode}: nothing to do, nothing changed in AWS")
+        j = Journal(run_id=run_id, env=cfg.environment, operator=operator, target=opts.target,
+                    previous_mode=mode, parameter=cfg.gateway.parameter_name, started=t0,
+                    previous_version=param.version, parameter_type=param.type, watch_window=self.window)
+        j.record("preflight", "done", self.clock(), f"v{param.version} {mode}")
+
+        if opts.target == "strict":  # --advisory is the deliberate way back: no gate
             t = self.clock()
-            service = self.aws.describe_service(*self.svc)
-            param, mode = self.live()
-            deployments = service.get("deployments", [])
-            self.ui.step("preflight", "done",
-                         f"caller {operator}; {cfg.gateway.parameter_name} v{param.version} mode={mode}; "
-                         f"service {service.get('runningCount')}/{service.get('desiredCount')} running, "
-                         f"{len(deployments)} deployment(s)", self.clock() - t)
-            if mode == opts.target:
-                if not opts.dry_run and write_config_mode(cfg.source, mode):
-                    out.config_written = cfg.source
-                raise Stop(OK, "nothing_to_do", f"already {mode}: nothing to do, nothing changed in AWS")
-            journal = Journal(run_id=run_id, env=cfg.environment, operator=operator, action="mtls",
-                              target=opts.target, previous_mode=mode, parameter=cfg.gateway.parameter_name,
-                              started=t0)
-            journal.record("preflight", "done", self.clock(), f"v{param.version} {mode}")
+            verdict = self.gate(service)
+            out.gate = verdict
+            self.ui.step("gate", "GREEN" if verdict.green else "RED",
+                         f"{verdict.counts.scanned} event(s) scanned over "
+                         f"{format_duration(cfg.cutover.gate.lookback)}", self.clock() - t)
+            self.ui.gate(verdict)
+            j.record("gate", "done" if verdict.green else "red", self.clock())
+            if not verdict.green:
+                raise Stop(ExitCode.GATE_RED, "gate_red", "gate RED: " + "; ".join(verdict.reasons))
+        elif service.get("runningCount", 0) < 1:
+            raise Stop(ExitCode.FAILED, "preflight_failed", "no running tasks: refusing to redeploy blind")
 
-            # ---- gate (strict only: --advisory is the deliberate way back)
-            if opts.target == "strict":
-                t = self.clock()
-                verdict = self.gate(service)
-                out.gate = verdict
-                lookback = format_duration(cfg.cutover.gate.lookback)
-                self.ui.step("gate", "GREEN" if verdict.green else "RED",
-                             f"{verdict.counts.scanned} event(s) scanned over {lookback}", self.clock() - t)
-                self.ui.gate(verdict)
-                journal.record("gate", "done" if verdict.green else "red", self.clock())
-                if not verdict.green:
-                    raise Stop(GATE_RED, "gate_red", "gate RED: " + "; ".join(verdict.reasons))
-            elif service.get("runningCount", 0) < 1:
-                raise Stop(FAILED, "preflight_failed", "no running tasks: refusing to redeploy blind")
+        watch_note = f", watch {format_duration(self.window)}" if opts.target == "strict" else ""
+        out.plan = (f"set {'.'.join(MODE_PATH)}: {mode} -> {opts.target} in {cfg.gateway.parameter_name} "
+                    f"(v{param.version}), force a new deployment of {cfg.service.service_name}, probe{watch_note}; "
+                    "roll back on a legitimate 403")
+        self.ui.info(f"plan: {out.plan}")
+        if opts.dry_run:
+            raise Stop(ExitCode.DONE, "dry_run", "dry run: stopped before any change")
+        if not opts.yes:
+            answer = self._confirm()
+            if (answer or "").strip() != cfg.environment:
+                raise Stop(ExitCode.FAILED, "not_confirmed",
+                           "not confirmed: nothing changed" if answer is not None else
+                           f"no answer within {format_duration(CONFIRM_TIMEOUT)}: nothing changed")
+        j.record("confirm", "done", self.clock(), "--yes" if opts.yes else "typed")
+        return j
 
-            # ---- confirm
-            watch_note = f", watch {format_duration(self.watch_window)}" if opts.target == "strict" else ""
-            plan = (f"set {'.'.join(MODE_PATH)}: {mode} -> {opts.target} in "
-                    f"{cfg.gateway.parameter_name} (v{param.version}), force a new deployment of "
-                    f"{cfg.service.service_name}, probe{watch_note}; roll back on a legitimate 403")
-            self.ui.info(f"plan: {plan}")
-            if opts.dry_run:
-                raise Stop(OK, "dry_run", "dry run: stopped before any change")
-            if not opts.yes:
-                answer = self.ui.ask(f"type the environment name ({cfg.environment}) to proceed", ())
-                if answer.strip() != cfg.environment:
-                    raise Stop(FAILED, "not_confirmed", "not confirmed: nothing changed")
-            journal.record("confirm", "done", self.clock(), "--yes" if opts.yes else "typed")
-            journal.previous_version = param.version
-        except Stop as stop:
-            self._release(run_id, opts)
-            out.journal = journal
-            return self._end(out, stop.code, stop.state, stop.message)
-        except BaseException:
-            self._release(run_id, opts)
-            raise
-        try:
-            self.store.save(journal)  # the run's first write: from here on the journal speaks for it
-        except Exception:
-            self._release(run_id, opts)  # nothing in production changed
-            raise
+    def _confirm(self) -> str | None:
+        pending = self.ui.ask(f"type the environment name ({self.cfg.environment}) to proceed", ())
+        deadline = self.clock() + CONFIRM_TIMEOUT
+        while (answer := pending.answer()) is None:
+            if self.clock() >= deadline:
+                return None
+            self.sleep(1)
+            self.lock.keepalive()  # renews every quarter TTL; a prompt can wait longer than the lock
+        return answer
 
-        out.journal = journal
-        return self._forward(journal, out, first="flip")
+    # ================================================================== the forward path
 
-    def _release(self, run_id: str, opts: Options) -> None:
-        if not opts.dry_run:
-            self.store.release(run_id)
-
-    # ================================================================== forward steps
-
-    def _forward(self, j: Journal, out: Outcome, *, first: str) -> Outcome:
-        steps: dict[str, Callable[[Journal, Outcome], str]] = {
-            "flip": self._flip, "redeploy": self._redeploy, "probe": self._probe, "watch": self._watch}
-        order = FORWARD_STEPS if j.target == "strict" else FORWARD_STEPS[:3]
-        try:
-            for name in order[order.index(first):]:
-                t = self.clock()
-                j.record(name, "started", t)
+    def _drive(self, j: Journal, out: Outcome) -> Outcome:
+        steps = {RunState.FLIPPING: self._flip, RunState.DEPLOYING: self._redeploy,
+                 RunState.PROBING: self._probe, RunState.WATCHING: self._watch}
+        while True:
+            try:
                 try:
-                    self.store.save(j)  # intent first: a crash inside the step is still on record
-                    detail = steps[name](j, out)
-                except (NeedsRollback, Stop, TakenOver):
-                    raise
-                except Exception as exc:  # an AWS error that survived the retries, a bug, ...
-                    raise NeedsRollback(f"{name} failed: {type(exc).__name__}: {exc}") from exc
-                j.record(name, "done", self.clock(), detail)
-                self.store.save(j)
-                self.ui.step(name, "done", detail, self.clock() - t)
-        except NeedsRollback as why:
-            self.ui.step(j.steps[-1]["step"], "FAILED", str(why))
-            return self._rollback(j, out, str(why))
-        except KeyboardInterrupt:
-            return self._interrupted(j, out)
-        except TakenOver as why:
-            return self._end(out, FAILED, "taken_over", str(why))
-        except Stop as stop:
-            j.state = stop.state
-            j.record(j.steps[-1]["step"], "failed", self.clock(), stop.message)
-            self.store.save(j)
-            self.store.release(j.run_id)
-            return self._end(out, stop.code, stop.state, stop.message)
-
+                    while j.state in FORWARD:
+                        steps[j.state](j, out)
+                    break
+                except KeyboardInterrupt as interrupt:
+                    choice = self._interrupted(j, out, interrupt)
+                if choice == "continue":
+                    continue
+                if choice == "rollback":
+                    return self._rollback(j, out, f"operator interrupted during {STEP_OF.get(j.state, j.state)} "
+                                                  "and chose rollback")
+                if choice == "keep":
+                    return self._cut_short(j, out)
+                return self._leave(j, out)
+            except NeedsRollback as why:
+                self.ui.step(STEP_OF.get(j.state, str(j.state)), "FAILED", str(why))
+                return self._rollback(j, out, str(why))
+            except LockLost as lost:
+                return out.end(ExitCode.FAILED, "taken_over", str(lost))
+            except Stop as stop:
+                j.record(STEP_OF.get(j.state, str(j.state)), "failed", self.clock(), stop.message)
+                j.transition(RunState.STOPPED)
+                self._save_quietly(j)
+                self.lock.release()
+                out.next_commands = stop.next_commands
+                return out.end(stop.code, stop.state, stop.message)
+            except Exception as exc:  # an AWS error that survived the retries, a bug, ...
+                name = STEP_OF.get(j.state, str(j.state))
+                why = f"{name} failed: {type(exc).__name__}: {exc}"
+                self.ui.step(name, "FAILED", why)
+                return self._rollback(j, out, why)
         return self._finish(j, out)
 
-    def _flip(self, j: Journal, out: Outcome) -> str:
-        name = self.cfg.gateway.parameter_name
-        current, mode = self.live()
-        if mode == j.target and j.previous_version is not None and current.version > j.previous_version:
-            j.new_version = current.version  # resumed after a crash that happened after the write
-            return f"v{current.version} already {mode} (found on resume)"
-        if current.version != j.previous_version:
-            raise NeedsRollback(f"{name} changed under us: v{j.previous_version} -> v{current.version}")
-        tier = self.aws.prepare_write(name)
-        new_version = self.aws.put_parameter(name, with_mode(current.value, j.target), type=current.type, tier=tier)
-        j.new_version = new_version
-        self.store.save(j)
-        self.aws.label_parameter(name, j.previous_version, f"cutover-{j.run_id}-before")
-        self.aws.label_parameter(name, new_version, f"cutover-{j.run_id}-after")
-        return f"{j.previous_mode} -> {j.target}: v{j.previous_version} -> v{new_version}"
+    def _begin(self, j: Journal, step: str) -> float:
+        t = self.clock()
+        j.record(step, "started", t)
+        self.journal.save(j)  # intent first: a crash inside the step is still on record
+        return t
 
-    def _redeploy(self, j: Journal, out: Outcome) -> str:
+    def _done(self, j: Journal, step: str, detail: str, t: float, then: RunState) -> None:
+        j.record(step, "done", self.clock(), detail)
+        j.transition(then)
+        self.journal.save(j)
+        self.ui.step(step, "done", detail, self.clock() - t)
+
+    def _flip(self, j: Journal, out: Outcome) -> None:
+        t = self._begin(j, "flip")
+        name = self.cfg.gateway.parameter_name
+        current = self.aws.get_parameter(name)
+        assert j.previous_version is not None
+        if current.version == j.previous_version:
+            if j.flipped_at is None:
+                j.flipped_at = t
+                self.journal.save(j)  # the watch reads from here, even if we die right after the write
+            tier = self.aws.prepare_write(name)
+            j.parameter_tier = tier
+            j.new_version = self.aws.put_parameter(name, with_mode(current.value, j.target), type=current.type,
+                                                   tier=tier)
+            self.journal.save(j)
+            self.aws.label_parameter(name, j.previous_version, f"cutover-{j.run_id}-before")
+            self.aws.label_parameter(name, j.new_version, f"cutover-{j.run_id}-after")
+            detail = f"{j.previous_mode} -> {j.target}: v{j.previous_version} -> v{j.new_version}"
+        else:
+            previous = self.aws.get_parameter(name, j.previous_version)
+            ours = j.new_version is not None or (
+                current.version == j.previous_version + 1 and current.value == with_mode(previous.value, j.target))
+            if not ours:
+                raise Stop(ExitCode.FAILED, "changed_under_us",
+                           f"{name} changed under us: v{j.previous_version} at preflight, v{current.version} now "
+                           "(another writer, a `cdk deploy`?); this run wrote nothing: nothing changed. Look at "
+                           f"v{current.version}, then start again", [self._cmd("status")])
+            j.new_version = j.new_version or current.version
+            j.flipped_at = j.flipped_at or t
+            detail = f"v{j.new_version} already written by this run (found on resume)"
+        self._start_watcher(j)
+        self._done(j, "flip", detail, t, RunState.DEPLOYING)
+
+    def _start_watcher(self, j: Journal) -> None:
+        if self.watcher is not None:
+            return
+        group = self.cfg.observability.log_group_name
+        cursor = LogCursor(read=lambda lo, hi: self.aws.log_events(group, lo, hi, WATCH_FILTER),
+                           start_ms=int((j.flipped_at or self.clock()) * 1000),
+                           overlap_ms=int(self.cfg.cutover.overlap * 1000))
+        self.watcher = Watcher(cursor, self.cfg.access_log, run_id=j.run_id)
+        self._last_tick = float("-inf")
+
+    def _redeploy(self, j: Journal, out: Outcome) -> None:
+        t = self._begin(j, "redeploy")
+        self._start_watcher(j)
         if not j.deployment_id:  # on resume, wait for the deployment already started
             service = self.aws.force_new_deployment(*self.svc)
-            primary = next(d for d in service["deployments"] if d.get("status") == "PRIMARY")
-            j.deployment_id = primary["id"]
-            self.store.save(j)
-        return self._wait_for_deployment(j.deployment_id, label="redeploy")
+            j.deployment_id = next(d for d in service["deployments"] if d.get("status") == "PRIMARY")["id"]
+            self.journal.save(j)
+        detail = self._wait_for_deployment(j, out, j.deployment_id, label="redeploy", watching=True)
+        self._done(j, "redeploy", detail, t, RunState.PROBING)
 
-    def _wait_for_deployment(self, deployment_id: str, *, label: str) -> str:
+    def _wait_for_deployment(self, j: Journal, out: Outcome, deployment_id: str, *, label: str,
+                             watching: bool) -> str:
         start = self.clock()
         deadline = start + self.cfg.cutover.redeploy_timeout
         while True:
@@ -313,6 +429,9 @@ class Cutover:
             state = mine.get("rolloutState", "")
             if state == "FAILED":
                 raise NeedsRollback(f"deployment {deployment_id} FAILED: {mine.get('rolloutStateReason', '')}")
+            if watching and j.first_strict_task is None and mine.get("runningCount", 0) > 0:
+                j.first_strict_task = self.clock()  # a task started with the new value takes traffic
+                self.journal.save(j)
             running, desired = service.get("runningCount", 0), service.get("desiredCount", 0)
             if state == "COMPLETED" and len(deps) == 1 and running >= desired:
                 return f"deployment {deployment_id} COMPLETED, {running}/{desired} tasks, old tasks drained"
@@ -322,10 +441,11 @@ class Cutover:
                                     f"{format_duration(self.cfg.cutover.redeploy_timeout)} (state {state or '?'})")
             self.ui.progress(f"{label}: {state or '?'}, {mine.get('runningCount', 0)}/{mine.get('desiredCount', '?')} "
                              f"new tasks, {len(deps)} deployment(s); {format_duration(deadline - now)} left")
-            self.sleep(min(self.poll, max(deadline - now, 0.01)))
+            self._wait(j, out, min(self.poll, max(deadline - now, 0.01)), watching=watching)
 
-    def _probe(self, j: Journal, out: Outcome) -> str:
-        results = self.run_probes(j.target, j.run_id)
+    def _probe(self, j: Journal, out: Outcome) -> None:
+        t = self._begin(j, "probe")
+        results = self._probes_while_watching(j, out, j.target)
         out.probes = results
         self.ui.probes(results)
         bad = [r for r in results if not r.ok]
@@ -336,260 +456,393 @@ class Cutover:
                    f"got {sorted(set(worst.statuses))}")
             if j.target == "advisory":
                 # Rolling "back" to strict would re-break whoever this run is trying to unbreak.
-                raise Stop(FAILED, "probe_failed", msg + " (advisory is deployed; investigate the gateway)")
+                raise Stop(ExitCode.FAILED, "probe_failed", msg + " (advisory is deployed; investigate the gateway)")
             raise NeedsRollback(msg)
-        return f"{total} probes as expected for {j.target}"
+        if j.target == "strict":
+            j.watch_started = self.clock()
+            j.watch_until = j.watch_started + j.watch_window
+            self._done(j, "probe", f"{total} probes as expected for {j.target}", t, RunState.WATCHING)
+        else:
+            self._done(j, "probe", f"{total} probes as expected for {j.target}", t, RunState.DONE)
 
-    def _watch(self, j: Journal, out: Outcome) -> str:
-        cfg = self.cfg
-        now = self.clock()
-        if j.watch_until is None:
-            j.watch_until = now + self.watch_window
-            self.store.save(j)
-        flip_at = next((s["at"] for s in j.steps if s["step"] == "flip" and s["status"] == "started"), now)
-        group = cfg.observability.log_group_name
-        cursor = LogCursor(read=lambda lo, hi: self.aws.log_events(group, lo, hi, WATCH_FILTER),
-                           start_ms=int(flip_at * 1000), overlap_ms=int(cfg.cutover.overlap * 1000))
-        tally = WatchTally(cfg.access_log)
-        out.watch = tally.summary()
+    def _probes_while_watching(self, j: Journal, out: Outcome, mode: str) -> list[ProbeResult]:
+        """Run the probe round in a thread and keep the watch polling until it ends."""
+        tasks = self.aws.describe_service(*self.svc).get("runningCount", 0)
+        pool = ThreadPoolExecutor(max_workers=1)
         try:
+            future = pool.submit(self.probe_fn, self.probe_spec, mode=mode, tasks=tasks, run_id=j.run_id)
             while True:
-                now = self.clock()
-                tally.polls += 1
-                for ev in cursor.poll(int(now * 1000)):
-                    if tally.add(ev) == LEGITIMATE:
-                        out.watch = tally.summary()
-                        first = tally.first_legitimate or {}
-                        raise NeedsRollback(f"legitimate caller {first.get('caller')!r} got 403 on "
-                                            f"{first.get('route')} at {iso(first.get('timestamp', 0) / 1000)}")
-                if not self.store.holds(self.lock_token):
-                    raise TakenOver(f"run {j.run_id} was taken over by another process (rollback or resume); "
-                                    "this one stops here without touching production")
-                alarms = self.aws.alarms_in_alarm(cfg.observability.guard_alarms)
-                if alarms:
-                    out.watch = tally.summary()
-                    raise NeedsRollback(f"guard alarm(s) in ALARM during the watch: {', '.join(alarms)}")
-                out.watch = tally.summary()
-                remaining = j.watch_until - now
-                if remaining <= 0:
-                    break
-                f = tally.forbidden
-                self.ui.progress(f"watch: {format_duration(remaining)} left | mesh-write requests "
-                                 f"{tally.mesh_writes} | 403s: legitimate {f['legitimate']}, probe {f['probe']}, "
-                                 f"unauthenticated {f['unauthenticated']}")
-                self.sleep(min(self.poll, remaining))
-        except KeyboardInterrupt:
-            if not self.ui.interactive:
-                raise
-            answer = self.ui.ask("interrupted: [k]eep strict and stop watching, [r]oll back, [c]ontinue?",
-                                 ("k", "r", "c"))
-            if answer == "r":
-                raise NeedsRollback("operator chose to roll back during the watch") from None
-            if answer == "c":
-                return self._watch(j, out)
-            out.watch = {**tally.summary(), "stopped_early": True}
-        s = out.watch
-        quiet = "" if s["mesh_write_requests"] else " (no mesh-write traffic: the window proved little)"
-        if s["mesh_write_requests"] and not s["authenticated_requests"]:
+                try:
+                    return future.result(timeout=0.25)  # real time: the probes are real requests
+                except FutureTimeout:
+                    self._tick(j, out, watching=True)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _watch(self, j: Journal, out: Outcome) -> None:
+        if j.last("watch") is None:
+            self._begin(j, "watch")
+        self._start_watcher(j)
+        assert j.watch_until is not None and j.watch_started is not None
+        while True:
+            now = self.clock()
+            self._tick(j, out, watching=True, force=True)
+            remaining = j.watch_until - now
+            if remaining <= 0:
+                break
+            self.ui.progress(self.watcher.countdown(remaining) if self.watcher else f"watch: {remaining:.0f}s left")
+            self._wait(j, out, min(self.poll, remaining), watching=True)
+        # Events are ingested after their timestamp: read on for the ingestion allowance before
+        # declaring success, so a 403 from the window's last seconds is still acted on.
+        drain_until = j.watch_until + self.cfg.cutover.overlap
+        while (now := self.clock()) < drain_until:
+            self.ui.progress(f"watch: window over; reading late events for {format_duration(drain_until - now)}")
+            self._wait(j, out, min(self.poll, drain_until - now), watching=True)
+        self._tick(j, out, watching=True, force=True)
+        s = self._summary(j, out)
+        quiet = "" if s.mesh_write_requests else " (no mesh-write traffic: the window proved little)"
+        if s.mesh_write_requests and not s.authenticated_requests:
             # A caller field that is never filled would make every 403 look unauthenticated.
-            quiet = (f" (WARNING: no request carried '{cfg.access_log.caller_field}': check access_log.caller_field, "
-                     "or the watch cannot recognise a legitimate caller)")
+            quiet = (f" (WARNING: no request carried '{self.cfg.access_log.caller_field}': check "
+                     "access_log.caller_field, or the watch cannot recognise a legitimate caller)")
             self.ui.warn(quiet.strip(" ()"))
-        return (f"{format_duration(self.watch_window)} window: {s['mesh_write_requests']} mesh-write request(s), "
-                f"no legitimate 403{quiet}")
+            out.warnings.append(quiet.strip(" ()"))
+        self._done(j, "watch", f"{format_duration(j.watch_window)} window: {s.mesh_write_requests} mesh-write "
+                   f"request(s), no legitimate 403{quiet}", j.at("watch") or self.clock(), RunState.DONE)
+
+    def _summary(self, j: Journal, out: Outcome) -> WatchSummary:
+        s = self.watcher.summary if self.watcher else WatchSummary()
+        s.window = j.watch_window
+        if j.watch_started is not None:
+            end = j.watch_until if j.watch_cut_short_after is None else j.watch_started + j.watch_cut_short_after
+            s.watched = max(0.0, min(self.clock(), end or self.clock()) - j.watch_started)
+        s.cut_short = j.watch_cut_short_after is not None
+        out.watch = s
+        return s
+
+    # ------------------------------------------------------------------ waiting, ticking
+
+    def _wait(self, j: Journal, out: Outcome, seconds: float, *, watching: bool) -> None:
+        self.sleep(seconds)
+        self._tick(j, out, watching=watching)
+
+    def _tick(self, j: Journal, out: Outcome, *, watching: bool, force: bool = False) -> None:
+        """Once per poll: keep the lock, read the access log, check the guard alarms."""
+        now = self.clock()
+        if not force and now - self._last_tick < self.poll:
+            return
+        self._last_tick = now
+        self.lock.keepalive()
+        if not watching:
+            return
+        if self.watcher is not None:
+            hit = self.watcher.poll(now)
+            self._summary(j, out)
+            if hit is not None:
+                raise NeedsRollback(f"legitimate caller {hit.caller!r} got 403 on {hit.route} at "
+                                    f"{iso(hit.timestamp_ms / 1000)}")
+        states = self.aws.alarm_states(self.cfg.observability.guard_alarms)
+        firing = [a for a, s in states.items() if s == "ALARM"]
+        if firing:
+            raise NeedsRollback(f"guard alarm(s) in ALARM during the run: {', '.join(firing)}")
+
+    # ------------------------------------------------------------------ interruptions
+
+    def _interrupted(self, j: Journal, out: Outcome, interrupt: KeyboardInterrupt) -> str:
+        """Ctrl-C: on a terminal, ask (and keep watching while the question waits); otherwise leave."""
+        if isinstance(interrupt, Terminated) or not self.ui.interactive:
+            return "leave"
+        watching = j.state == RunState.WATCHING
+        if watching:
+            prompt, choices = "interrupted: [k]eep strict and stop watching, [r]oll back, [c]ontinue?", ("k", "r", "c")
+        else:
+            prompt, choices = ("interrupted: [r]oll back now, [l]eave it as it is (resume later), [c]ontinue?",
+                               ("r", "l", "c"))
+        pending = self.ui.ask(prompt, choices)
+        deadline = self.clock() + INTERRUPT_PROMPT_TIMEOUT
+        while (answer := pending.answer()) is None:
+            if self.clock() >= deadline:
+                self.ui.info(f"no answer within {format_duration(INTERRUPT_PROMPT_TIMEOUT)}: continuing")
+                return "continue"
+            self.sleep(1)
+            self._tick(j, out, watching=j.flipped_at is not None)
+        return {"k": "keep", "r": "rollback", "l": "leave", "c": "continue"}[answer]
+
+    def _leave(self, j: Journal, out: Outcome) -> Outcome:
+        step = STEP_OF.get(j.state, str(j.state))
+        j.interrupted_in = j.state
+        j.transition(RunState.INTERRUPTED)
+        j.record("interrupt", "done", self.clock(), f"during {step}")
+        self._save_quietly(j)
+        out.next_commands = [self._cmd("status"), self._cmd("resume"), self._cmd("rollback")]
+        return out.end(ExitCode.FAILED, "interrupted",
+                       f"interrupted during {step}; the lock stays held by {j.run_id}: production may run "
+                       f"{j.target}; resume or roll back (commands below)")
+
+    def _cut_short(self, j: Journal, out: Outcome) -> Outcome:
+        watched = self.clock() - (j.watch_started or self.clock())
+        j.watch_cut_short_after = watched
+        note = f"watch cut short after {format_duration(watched)} of {format_duration(j.watch_window)}"
+        j.record("watch", "cut-short", self.clock(), note)
+        j.transition(RunState.WATCH_CUT_SHORT)
+        self._summary(j, out)
+        return self._finish(j, out, note=note)
 
     # ================================================================== endings
 
-    def _finish(self, j: Journal, out: Outcome) -> Outcome:
-        if not self.store.holds(self.lock_token):
-            return self._end(out, FAILED, "taken_over", f"run {j.run_id} was taken over by another process; "
-                             "not finishing it here (see `status`)")
-        j.state = DONE
-        j.record("finish", "done", self.clock())
-        self.store.save(j)
-        self.store.release(j.run_id)
-        self._write_config(j.target, out)
-        return self._end(out, OK, DONE, f"{j.target} is live: v{j.new_version} deployed, probed and watched")
-
-    def _write_config(self, mode: str, out: Outcome) -> None:
-        """Make config/<env>.yaml agree with production. Production is already settled here, so a
-        local file problem is a warning with the fix, never a failed cutover."""
+    def _finish(self, j: Journal, out: Outcome, note: str = "") -> Outcome:
         try:
-            if self.cfg.source and write_config_mode(self.cfg.source, mode):
-                out.config_written = self.cfg.source
-        except (OSError, ValueError) as exc:
-            self.ui.warn(f"could not write {self.cfg.source} ({exc}); set gateway.document.tls.mtls."
-                         f"meshWritesEnforcement: {mode} there by hand so `cdk deploy` agrees with production")
+            j.record("finish", "done", self.clock(), note)
+            self.journal.save(j)
+        except LockLost as lost:
+            return out.end(ExitCode.FAILED, "taken_over", f"{lost} (not finishing it here; see `status`)")
+        self.lock.release()
+        out.config_mode = j.target
+        what = "deployed, probed and watched" if j.target == "strict" and not note else "deployed and probed"
+        message = f"{j.target} is live: v{j.new_version} {what}" + (f"; {note}" if note else "")
+        if note:
+            out.next_commands = [self._cmd("resume") + "      # watch the rest of the window",
+                                 self._cmd("rollback") + "    # or go back"]
+        return out.end(ExitCode.DONE, str(j.state), message)
 
-    def _interrupted(self, j: Journal, out: Outcome) -> Outcome:
-        if self.ui.interactive:
-            answer = self.ui.ask("interrupted: [r]oll back now or [l]eave it as it is (resume later)?", ("r", "l"))
-            if answer == "r":
-                return self._rollback(j, out, "operator interrupted and chose rollback")
-        j.state = INTERRUPTED
-        j.record("interrupt", "done", self.clock(), f"after {j.steps[-1]['step']} {j.steps[-1]['status']}")
-        self.store.save(j)
-        env = self.cfg.environment
-        out.manual = [f"python -m cutover status --env {env}", f"python -m cutover resume --env {env}",
-                      f"python -m cutover rollback --env {env}"]
-        return self._end(out, FAILED, INTERRUPTED,
-                         f"interrupted during {j.steps[-1]['step']}; the lock stays held by {j.run_id}: "
-                         "resume or roll back (commands below)")
+    def _save_quietly(self, j: Journal) -> None:
+        try:
+            self.journal.save(j)
+        except Exception as exc:  # the message below still tells the operator; the journal is best effort here
+            self.ui.warn(f"could not record it in the journal: {type(exc).__name__}: {exc}")
+
+    # ================================================================== rollback
+
+    def _needs_redeploy(self, j: Journal) -> bool:
+        """Tasks may have read the new value: after our write any task start (ours, a scale-out, a
+        replacement) reads it, so the rollback redeploys whenever this run wrote."""
+        return (j.deployment_id is not None or j.new_version is not None
+                or (j.restore is not None and j.restore.rule != NOTHING))
 
     def _rollback(self, j: Journal, out: Outcome, reason: str) -> Outcome:
-        name = self.cfg.gateway.parameter_name
-        self.ui.warn(f"ROLLING BACK: {reason}")
-        j.record("rollback", "started", self.clock(), reason)
+        out.journal, out.run_id = j, j.run_id
+        sub = "rollback"
         try:
-            self.store.save(j)
-            if j.previous_version is None:
-                raise RuntimeError("the journal has no previous version to restore")
-            previous = self.aws.get_parameter(name, j.previous_version)
-            current = self.aws.get_parameter(name)
-            restored = "unchanged"
-            if current.value != previous.value:
-                # Restore the exact previous document, never a hard-coded mode.
-                tier = self.aws.prepare_write(name)
-                v = self.aws.put_parameter(name, previous.value, type=previous.type, tier=tier)
-                self.aws.label_parameter(name, v, f"cutover-{j.run_id}-rollback")
-                restored = f"v{current.version} -> v{v} (= v{j.previous_version})"
-            j.record("restore", "done", self.clock(), restored)
-            self.store.save(j)
-            self.ui.step("restore", "done", restored)
-            if j.deployment_id or j.last("redeploy"):
-                # Tasks that read the new value are running (or starting): replace them.
-                service = self.aws.force_new_deployment(*self.svc)
-                dep = next(d for d in service["deployments"] if d.get("status") == "PRIMARY")["id"]
-                j.record("rollback-redeploy", "started", self.clock(), dep)
-                self.store.save(j)
-                detail = self._wait_for_deployment(dep, label="rollback redeploy")
-                j.record("rollback-redeploy", "done", self.clock(), detail)
-                self.ui.step("rollback-redeploy", "done", detail)
-                mode = read_mode(previous.value)
-                results = self.run_probes(mode, j.run_id)
-                out.rollback_probes = results
-                bad = [r for r in results if not r.ok]
-                if bad:
-                    raise RuntimeError(f"after rollback, probes still disagree with {mode}: "
-                                       f"{bad[0].kind} {bad[0].route} got {sorted(set(bad[0].statuses))}")
-                j.record("rollback-probe", "done", self.clock(), f"{mode} behaviour confirmed")
-                self.ui.step("rollback-probe", "done", f"{sum(len(r.statuses) for r in results)} probes as "
-                             f"expected for {mode}")
-            j.state = ROLLED_BACK
+            self.lock.check()
+            self.ui.warn(f"ROLLING BACK: {reason}")
+            if j.state != RunState.ROLLING_BACK:
+                j.rollback_reason = reason
+                j.transition(RunState.ROLLING_BACK)
+                j.record("rollback", "started", self.clock(), reason)
+                self.journal.save(j)
+            sub = "restore"
+            self._restore(j)
+            if self._needs_redeploy(j):
+                sub = "rollback-redeploy"
+                self._rollback_redeploy(j, out)
+                sub = "rollback-probe"
+                self._rollback_probe(j, out)
+            j.transition(RunState.ROLLED_BACK)
             j.record("rollback", "done", self.clock())
-            self.store.save(j)
-            self.store.release(j.run_id)
-            self._write_config(j.previous_mode, out)
-            return self._end(out, ROLLED_BACK_CODE, ROLLED_BACK,
-                             f"rolled back to v{j.previous_version} ({j.previous_mode}): {reason}")
-        except Exception as exc:
-            j.state = ROLLBACK_FAILED
-            j.record("rollback", "failed", self.clock(), f"{type(exc).__name__}: {exc}")
-            try:
-                self.store.save(j)
-            except Exception as save_exc:  # the journal is best effort here; the message is not
-                self.ui.warn(f"could not record the failure in the journal: {save_exc}")
+            self.journal.save(j)
+            self.lock.release()
+            out.config_mode = j.previous_mode
+            foreign = ""
+            if j.restore is not None and j.restore.rule == FLAG_ONLY:
+                foreign = (f"; v{j.restore.foreign_version} was written by someone else during the run: only the "
+                           "flag was put back, their other edits kept")
+            return out.end(ExitCode.ROLLED_BACK, str(RunState.ROLLED_BACK),
+                           f"rolled back to {j.previous_mode} (v{j.previous_version}'s mode): "
+                           f"{j.rollback_reason or reason}{foreign}")
+        except LockLost as lost:
+            return out.end(ExitCode.FAILED, "taken_over", str(lost))
+        except KeyboardInterrupt:
+            j.record("interrupt", "done", self.clock(), f"during {sub}")
+            self._save_quietly(j)
+            out.next_commands = [self._cmd("rollback") + "    # finishes the rollback (resume does the same)"]
             out.manual = self.manual_rollback_commands(j)
-            return self._end(out, ROLLBACK_FAILED_CODE, ROLLBACK_FAILED,
-                             f"ROLLBACK FAILED ({type(exc).__name__}: {exc}); production may still run "
-                             f"{j.target}. Restore by hand NOW (commands below); the lock stays held.")
+            return out.end(ExitCode.ROLLBACK_FAILED, str(RunState.ROLLING_BACK),
+                           f"rollback interrupted during {sub}: production may still run {j.target}. Finish it "
+                           "now with the command below; the lock stays held")
+        except Exception as exc:
+            if j.state == RunState.ROLLING_BACK:
+                j.transition(RunState.ROLLBACK_FAILED)
+            j.record("rollback", "failed", self.clock(), f"{sub}: {type(exc).__name__}: {exc}")
+            self._save_quietly(j)
+            out.manual = self.manual_rollback_commands(j, out)
+            out.next_commands = [self._cmd("rollback") + "    # retries the rollback once AWS/ECS behave"]
+            return out.end(ExitCode.ROLLBACK_FAILED, str(RunState.ROLLBACK_FAILED),
+                           f"ROLLBACK FAILED in {sub} ({type(exc).__name__}: {exc}); production may still run "
+                           f"{j.target}. Restore by hand NOW (commands below); the lock stays held.")
 
-    def manual_rollback_commands(self, j: Journal) -> list[str]:
+    def _restore(self, j: Journal) -> None:
+        """The restore rule (cutover_core.restore), shared with the restorer Lambda."""
+        name = self.cfg.gateway.parameter_name
+        assert j.previous_version is not None, "a journal without a previous version was never flipped"
+        current = self.aws.get_parameter(name)
+        previous = self.aws.get_parameter(name, j.previous_version)
+        plan = plan_restore(current_value=current.value, current_version=current.version,
+                            previous_value=previous.value, previous_version=j.previous_version,
+                            previous_mode=j.previous_mode, run_target=j.target, run_version=j.new_version)
+        written = None
+        if plan.value is not None:
+            tier = self.aws.prepare_write(name)
+            written = self.aws.put_parameter(name, plan.value, type=current.type, tier=tier)
+            self.aws.label_parameter(name, written, f"cutover-{j.run_id}-rollback")
+        if plan.rule != NOTHING or j.restore is None:
+            j.restore = RestoreRecord(rule=plan.rule, by="tool", at=self.clock(), from_version=current.version,
+                                      to_version=written, foreign_version=plan.foreign_version)
+        if plan.rule == EXACT:
+            detail = f"v{current.version} -> v{written} (= v{j.previous_version})"
+        elif plan.rule == FLAG_ONLY:
+            detail = (f"v{current.version} -> v{written}: only meshWritesEnforcement -> {j.previous_mode}; "
+                      f"v{plan.foreign_version} was written by someone else, its other edits kept")
+            self.ui.warn(f"someone else wrote v{plan.foreign_version} after this run's flip: {plan.note}")
+        else:
+            detail = f"unchanged: {plan.note}"
+        j.record("restore", "done", self.clock(), detail)
+        self.journal.save(j)
+        self.ui.step("restore", "done", detail)
+
+    def _rollback_redeploy(self, j: Journal, out: Outcome) -> None:
+        t = self.clock()
+        dep = j.rollback_deployment_id
+        if dep is not None:  # resumed: is the rollback's own deployment still going?
+            deps = self.aws.describe_service(*self.svc).get("deployments", [])
+            mine = next((d for d in deps if d["id"] == dep), None)
+            if mine is None or mine.get("rolloutState") == "FAILED":
+                dep = None
+        if dep is None:
+            service = self.aws.force_new_deployment(*self.svc)
+            dep = next(d for d in service["deployments"] if d.get("status") == "PRIMARY")["id"]
+            j.rollback_deployment_id = dep
+            j.record("rollback-redeploy", "started", self.clock(), dep)
+            self.journal.save(j)
+        detail = self._wait_for_deployment(j, out, dep, label="rollback redeploy", watching=False)
+        j.record("rollback-redeploy", "done", self.clock(), detail)
+        self.journal.save(j)
+        self.ui.step("rollback-redeploy", "done", detail, self.clock() - t)
+
+    def _rollback_probe(self, j: Journal, out: Outcome) -> None:
+        t = self.clock()
+        results = self.run_probes(j.previous_mode, j.run_id)
+        out.rollback_probes = results
+        bad = [r for r in results if not r.ok]
+        if bad:
+            raise RuntimeError(f"after rollback, probes still disagree with {j.previous_mode}: "
+                               f"{bad[0].kind} {bad[0].route} got {sorted(set(bad[0].statuses))}")
+        detail = f"{sum(len(r.statuses) for r in results)} probes as expected for {j.previous_mode}"
+        j.record("rollback-probe", "done", self.clock(), detail)
+        self.journal.save(j)
+        self.ui.step("rollback-probe", "done", detail, self.clock() - t)
+
+    def manual_rollback_commands(self, j: Journal, out: Outcome | None = None) -> list[str]:
+        """What to type when the tool cannot finish: the exact previous bytes (JSON keeps every byte;
+        `--output text` would add a newline), with the parameter's real type and tier."""
         c, r = self.cfg, self.cfg.region
         name, v = c.gateway.parameter_name, j.previous_version
         svc = f"--cluster {c.service.cluster_name}"
-        return [
-            f"aws ssm get-parameter --region {r} --name '{name}:{v}' --query Parameter.Value --output text "
-            f"> gateway-v{v}.yaml",
-            f"aws ssm put-parameter --region {r} --name '{name}' --type String --overwrite "
-            f"--value file://gateway-v{v}.yaml",
-            f"aws ecs update-service --region {r} {svc} --service {c.service.service_name} --force-new-deployment",
-            f"aws ecs wait services-stable --region {r} {svc} --services {c.service.service_name}",
-            f"python -m cutover status --env {c.environment}   # then: python -m cutover rollback --env "
-            f"{c.environment} to record it",
-        ]
-
-    def _end(self, out: Outcome, code: int, state: str, message: str) -> Outcome:
-        out.code, out.state, out.message = code, state, message
-        return out
+        put = (f"aws ssm put-parameter --region {r} --cli-input-json file://restore-v{v}.json --type "
+               f"{j.parameter_type} --tier {j.parameter_tier} --overwrite")
+        get = (f"aws ssm get-parameter --region {r} --name '{name}:{v}' --query \"{{Name: '{name}', "
+               f"Value: Parameter.Value}}\" --output json > restore-v{v}.json")
+        lines = [get, put]
+        if j.restore is not None and j.restore.rule == FLAG_ONLY:
+            lines = [f"# v{j.restore.foreign_version} was written by someone else: put back only the flag, keep "
+                     f"their edits: in {name}, set {'.'.join(MODE_PATH)}: {j.previous_mode}"]
+        return [*lines,
+                f"aws ecs update-service --region {r} {svc} --service {c.service.service_name} --force-new-deployment",
+                f"aws ecs wait services-stable --region {r} {svc} --services {c.service.service_name}",
+                f"{self._cmd('rollback')}   # records it in the journal and releases the lock"]
 
     # ================================================================== recovery commands
 
-    def _adopt(self, j: Journal, opts: Options) -> None:
-        operator = self.aws.caller_arn()
-        self.lock_token = self.store.acquire(run_id=j.run_id, operator=operator, now=self.clock(),
-                                             ttl=self.cfg.cutover.lock_ttl, iso=iso, break_lock=opts.break_lock,
-                                             take_over=j.run_id)
+    def _adopt(self, j: Journal, opts: Options, out: Outcome) -> bool:
+        try:
+            self.lock.adopt(run_id=j.run_id, operator=self.aws.caller_arn(), break_lock=opts.break_lock)
+            return True
+        except LockHeld as exc:
+            out.end(ExitCode.FAILED, "locked", str(exc))
+            return False
 
     def resume(self, opts: Options) -> Outcome:
-        out = Outcome(code=FAILED, state="", message="", env=self.cfg.environment)
-        if opts.watch is not None:
-            self.watch_window = opts.watch
-        if opts.poll is not None:
-            self.poll = opts.poll
-        j = self.store.load()
-        if j is None or j.state not in ACTIVE_STATES:
-            return self._end(out, OK, "nothing_to_resume",
-                             f"no interrupted run (last: {j.run_id} {j.state})" if j else "no run on record")
+        self._apply(opts)
+        out = Outcome(env=self.cfg.environment)
+        j = self.journal.load()
+        if j is None or (j.state not in UNFINISHED and j.state != RunState.WATCH_CUT_SHORT):
+            return out.end(ExitCode.DONE, "nothing_to_resume",
+                           f"nothing to resume (last run {j.run_id}: {j.state})" if j else "no run on record")
         out.run_id, out.journal = j.run_id, j
+        if not self._adopt(j, opts, out):
+            return out
+        self.ui.info(f"resuming {j.run_id} ({j.previous_mode} -> {j.target}), {j.state}, after "
+                     f"{j.last_step.step if j.last_step else '?'}")
+        if j.state in UNFINISHED_ROLLBACK:
+            return self._rollback(j, out, j.rollback_reason or "resumed an unfinished rollback")
+        if j.state == RunState.INTERRUPTED:
+            j.transition(j.interrupted_in or RunState.FLIPPING)
+            j.interrupted_in = None
+        elif j.state == RunState.WATCH_CUT_SHORT:
+            rest = j.watch_window - (j.watch_cut_short_after or 0)
+            j.transition(RunState.WATCHING)
+            j.watch_until = self.clock() + rest
+            j.watch_cut_short_after = None
+            j.record("watch", "resumed", self.clock(), f"{format_duration(rest)} of the window left")
         try:
-            self._adopt(j, opts)
-        except LockHeld as exc:
-            return self._end(out, FAILED, "locked", str(exc))
-        self.ui.info(f"resuming {j.run_id} ({j.target}) after {j.last_step}")
-        if j.state == ROLLBACK_FAILED:
-            return self._rollback(j, out, "resumed a failed rollback")
-        j.state = RUNNING
-        first = next((s for s in FORWARD_STEPS if j.last(s) != "done"), None)
-        if first is None or (j.target == "advisory" and first == "watch"):
-            return self._finish(j, out)
-        return self._forward(j, out, first=first)
+            self.journal.save(j)
+        except LockLost as lost:
+            return out.end(ExitCode.FAILED, "taken_over", str(lost))
+        return self._drive(j, out)
 
     def rollback(self, opts: Options) -> Outcome:
-        out = Outcome(code=FAILED, state="", message="", env=self.cfg.environment)
-        j = self.store.load()
-        if j is None or j.previous_version is None:
-            return self._end(out, FAILED, "nothing_to_roll_back", "no cutover on record: nothing to roll back")
+        out = Outcome(env=self.cfg.environment)
+        j = self.journal.load()
+        if j is None or j.previous_version is None or j.state == RunState.STOPPED:
+            return out.end(ExitCode.DONE, "nothing_to_roll_back",
+                           "no cutover on record that changed anything: nothing to roll back")
         out.run_id, out.journal = j.run_id, j
-        current, _ = self.live()
-        previous = self.aws.get_parameter(self.cfg.gateway.parameter_name, j.previous_version)
-        if j.state == ROLLED_BACK and current.value == previous.value:
-            return self._end(out, OK, "nothing_to_do", f"{j.run_id} is already rolled back to v{j.previous_version}")
-        try:
-            self._adopt(j, opts)
-        except LockHeld as exc:
-            return self._end(out, FAILED, "locked", str(exc))
-        if j.deployment_id is None and current.value != previous.value:
-            j.deployment_id = "unknown"  # the flip may have reached tasks via a deployment we never saw
+        _, mode = self.live()
+        if j.state == RunState.ROLLED_BACK and mode == j.previous_mode:
+            return out.end(ExitCode.DONE, "nothing_to_do",
+                           f"{j.run_id} is already rolled back: {mode} is live")
+        if not self._adopt(j, opts, out):
+            return out
         return self._rollback(j, out, f"operator requested rollback of {j.run_id}")
+
+    # ================================================================== status
 
     def status(self) -> Outcome:
         cfg = self.cfg
-        out = Outcome(code=OK, state="status", message="", env=cfg.environment)
+        out = Outcome(env=cfg.environment, code=ExitCode.DONE, state="status")
         param, mode = self.live()
         service = self.aws.describe_service(*self.svc)
-        j = self.store.load()
-        lock = self.store.read_lock()
-        file_mode = read_mode(Path(cfg.source).read_text(encoding="utf-8"), ("gateway", "document", *MODE_PATH))
+        j = self.journal.load()
+        lock = self.lock.read()
         out.journal, out.run_id = j, (j.run_id if j else None)
-        out.status = {
-            "mode": mode, "parameter": cfg.gateway.parameter_name, "version": param.version,
-            "config_file_mode": file_mode, "drift": file_mode != mode,
-            "deployments": [{"id": d["id"], "status": d.get("status"), "rolloutState": d.get("rolloutState"),
-                             "running": d.get("runningCount"), "desired": d.get("desiredCount")}
-                            for d in service.get("deployments", [])],
-            "running": service.get("runningCount"), "desired": service.get("desiredCount"),
-            "lock": lock, "lock_expired": bool(lock and float(lock.get("expires", 0)) <= self.clock()),
-            "run": None if j is None else {"run_id": j.run_id, "state": j.state, "target": j.target,
-                                           "previous_version": j.previous_version, "new_version": j.new_version,
-                                           "last_step": j.last_step, "operator": j.operator},
-        }
-        out.message = f"{mode} (v{param.version})" + (f"; DRIFT: {cfg.source} says {file_mode}" if file_mode != mode else "")
-        if j and j.state in ACTIVE_STATES:
-            out.message += f"; run {j.run_id} is {j.state} after {j.last_step['step'] if j.last_step else '?'}"
-        if lock and (j is None or lock.get("run_id") != j.run_id):
+        nxt: list[str] = []
+        notes = [f"{mode} (v{param.version})"]
+        if j is not None:
+            last = j.last_step.step if j.last_step else "?"
+            notes.append(f"run {j.run_id} ({j.previous_mode} -> {j.target}) is {j.state} after {last}")
+            if j.state in UNFINISHED_ROLLBACK:
+                nxt = [self._cmd("rollback") + "    # finishes the rollback"]
+            elif j.state in UNFINISHED:
+                nxt = [self._cmd("resume"), self._cmd("rollback")]
+            elif j.state == RunState.WATCH_CUT_SHORT:
+                notes.append(f"watch cut short after {format_duration(j.watch_cut_short_after or 0)} of "
+                             f"{format_duration(j.watch_window)}")
+                nxt = [self._cmd("resume") + "      # watch the rest", self._cmd("rollback")]
+            if j.restore is not None and j.restore.by != "tool":
+                notes.append(f"restored by the {j.restore.by} at {iso(j.restore.at)} ({j.restore.rule})")
+        if lock is not None and (j is None or lock.body.run_id != j.run_id):
             # The journal is written at the flip: a lock without one is a run that changed nothing
-            # (still in preflight/gate/confirm, or killed there). It expires at its expiry.
-            out.message += (f"; lock held by run {lock.get('run_id')} ({lock.get('operator')}), which has not changed "
-                            f"anything yet; expires {lock.get('expires_iso')}")
-        return out
+            # (still in preflight/gate/confirm, or killed there). It expires unless renewed.
+            notes.append(f"lock held by run {lock.body.run_id} ({lock.body.operator}), which has not changed "
+                         f"anything yet; expires {iso(lock.expires)}")
+        out.status = StatusView(
+            mode=mode, parameter=cfg.gateway.parameter_name, version=param.version,
+            deployments=[{"id": d["id"], "status": d.get("status"), "rolloutState": d.get("rolloutState"),
+                          "running": d.get("runningCount"), "desired": d.get("desiredCount")}
+                         for d in service.get("deployments", [])],
+            running=service.get("runningCount", 0), desired=service.get("desiredCount", 0),
+            lock=lock, run=j, next_commands=nxt)
+        out.next_commands = nxt
+        return out.end(ExitCode.DONE, "status", "; ".join(notes))
+
+
+__all__ = ["FINISHED", "Cutover", "NeedsRollback", "Options", "Outcome", "StatusView", "Stop", "Terminated"]

@@ -86,8 +86,8 @@ class GateVerdict:
     callers: tuple[tuple[str, str], ...]  # (name, state) for the report
 
 
-def judge_gate(counts: GateCounts, callers: tuple[FutureCaller, ...], *, alarms_in_alarm: list[str],
-               deployments: list[dict], running: int, desired: int) -> GateVerdict:
+def judge_gate(counts: GateCounts, callers: tuple[FutureCaller, ...], *, guard_alarms: tuple[str, ...],
+               alarm_states: dict[str, str], deployments: list[dict], running: int, desired: int) -> GateVerdict:
     # Only bypass events make the gate RED. Route counts are context (the ship log's table):
     # callers that present an enrolled client cert are not affected by strict mode, and a
     # caller without one shows up as an mtls-advisory bypass line, which is counted above.
@@ -104,9 +104,13 @@ def judge_gate(counts: GateCounts, callers: tuple[FutureCaller, ...], *, alarms_
         else:
             states.append((c.name, "NOT ENROLLED"))
             reasons.append(f"future caller {c.name!r} is neither enrolled nor acknowledged")
-    if alarms_in_alarm:
-        reasons.append(f"guard alarm(s) already in ALARM: {', '.join(alarms_in_alarm)} "
-                       "(the watch would be blind)")
+    firing = [a for a in guard_alarms if alarm_states.get(a) == "ALARM"]
+    if firing:
+        reasons.append(f"guard alarm(s) already in ALARM: {', '.join(firing)} (the watch would be blind)")
+    missing = [a for a in guard_alarms if a not in alarm_states]
+    if missing:
+        reasons.append(f"guard alarm(s) missing: {', '.join(missing)} (a guard that does not exist guards "
+                       "nothing: deploy the stack, or fix observability.alarm_prefix)")
     rollout = deployments[0].get("rolloutState") if len(deployments) == 1 else None
     if len(deployments) != 1 or rollout != "COMPLETED":
         reasons.append(f"a deployment is in progress ({len(deployments)} deployment(s), rollout {rollout or 'mixed'})")
@@ -118,7 +122,8 @@ def judge_gate(counts: GateCounts, callers: tuple[FutureCaller, ...], *, alarms_
 # ---------------------------------------------------------------- 403 classification
 
 
-LEGITIMATE, PROBE, UNAUTHENTICATED = "legitimate", "probe", "unauthenticated"
+LEGITIMATE, PROBE, SENTINEL, UNAUTHENTICATED = "legitimate", "probe", "sentinel", "unauthenticated"
+SENTINEL_MARK = "sentinel"  # in the user agent after the probe prefix: `brainstorm-cutover-probe/<run> sentinel`
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,15 @@ class AccessEvent:
     @property
     def mesh_write(self) -> bool:
         return self.route.startswith(MESH_WRITE_PREFIX)
+
+    @property
+    def marked(self) -> bool:
+        """The tool's own request (any run's probe or sentinel), by run header or user agent."""
+        return bool(self.run_id) or self.user_agent.startswith(PROBE_USER_AGENT)
+
+    @property
+    def sentinel(self) -> bool:
+        return self.marked and SENTINEL_MARK in self.user_agent.split()
 
 
 def parse_access(message: str, fields: AccessLog) -> AccessEvent | None:
@@ -162,8 +176,8 @@ def classify_403(event: AccessEvent) -> str | None:
     """For a mesh-write 403: who got it. None when the event is not a mesh-write 403."""
     if not (event.mesh_write and event.status == 403):
         return None
-    if event.run_id or event.user_agent.startswith(PROBE_USER_AGENT):
-        return PROBE  # ours (any run's): expected under strict
+    if event.marked:
+        return SENTINEL if event.sentinel else PROBE  # ours (any run's): expected under strict
     if not event.caller:
         return UNAUTHENTICATED  # no API key: noise, it would have been refused anyway
     return LEGITIMATE

@@ -1,10 +1,14 @@
-"""Incremental log reading for the watch: each poll reads only what is new.
+"""The watch: read the gateway's access log from the flip on, and tell a hurt caller from noise.
 
-CloudWatch filters by event timestamp, and an event can be ingested well after its timestamp.
-So every poll re-reads `overlap` seconds behind the cursor and drops event ids it has already
-seen: a late event whose timestamp falls behind the cursor (but inside the overlap) is still
-caught exactly once, and the cost stays proportional to the new events plus the overlap, not
-to the whole window.
+Incremental reading: CloudWatch filters by event timestamp, and an event can be ingested well
+after its timestamp. So every poll re-reads `overlap` behind the cursor and drops event ids it
+has already seen: a late event whose timestamp falls behind the cursor (but inside the overlap)
+is still caught exactly once, and the cost stays proportional to the new events plus the
+overlap, not to the whole window.
+
+`EventSource` is the seam for a streaming reader (CloudWatch Logs Live Tail delivers events as
+they are ingested): anything with `poll(now_ms) -> new events` can stand behind the `Watcher`,
+with polling kept as the safety net.
 """
 
 from __future__ import annotations
@@ -12,12 +16,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from cutover.mtls import LEGITIMATE, PROBE_USER_AGENT, AccessEvent, classify_403, parse_access
+from cutover.mtls import LEGITIMATE, PROBE_USER_AGENT, SENTINEL, AccessEvent, classify_403, parse_access
 from envconfig import AccessLog
 
 # Pre-filter for the 403 poll. Only a pre-filter: classify_403 decides.
 WATCH_FILTER = '?"403" ?"/v1/agent/"'
+
+
+class EventSource(Protocol):
+    def poll(self, now_ms: int) -> list[dict]: ...
 
 
 @dataclass
@@ -48,37 +57,82 @@ class LogCursor:
         return fresh
 
 
+@dataclass(frozen=True)
+class Hit:
+    """A legitimate caller's 403: the reason to roll back."""
+
+    timestamp_ms: int
+    caller: str
+    route: str
+    stream: str
+    message: str
+
+
 @dataclass
-class WatchTally:
-    fields: AccessLog
-    mesh_writes: int = 0      # callers' requests to /v1/agent/* (probes not included)
-    probe_requests: int = 0
-    authenticated: int = 0    # callers' mesh writes that carried a caller: proof the caller field is read
-    forbidden: Counter[str] = field(default_factory=Counter)
+class WatchSummary:
     polls: int = 0
-    events: int = 0
-    first_legitimate: dict | None = None
+    events_read: int = 0
+    mesh_write_requests: int = 0      # callers' requests to /v1/agent/* (the tool's own not included)
+    authenticated_requests: int = 0   # ... that carried a caller: proof the caller field is read
+    own_requests: int = 0             # probes and sentinel (any run)
+    forbidden: dict[str, int] = field(default_factory=dict)  # 403 class -> count
+    first_legitimate: Hit | None = None
+    window: float = 0.0               # the counted window, seconds
+    watched: float = 0.0              # seconds of the counted window actually watched
+    cut_short: bool = False
 
-    def add(self, ev: dict) -> str | None:
-        """Count one raw log event; returns the 403 class if it is a mesh-write 403."""
-        self.events += 1
-        access: AccessEvent | None = parse_access(ev["message"], self.fields)
-        if access is None or not access.mesh_write:
-            return None
-        if access.run_id or access.user_agent.startswith(PROBE_USER_AGENT):
-            self.probe_requests += 1
-        else:
-            self.mesh_writes += 1
-            self.authenticated += bool(access.caller)
-        kind = classify_403(access)
-        if kind:
+
+class Watcher:
+    """One watch for the whole run, from the flip: every loop of the run calls `poll`."""
+
+    def __init__(self, source: EventSource, fields: AccessLog, *, run_id: str) -> None:
+        self.source, self.fields, self.run_id = source, fields, run_id
+        self.summary = WatchSummary()
+        self.forbidden: Counter[str] = Counter()
+        # This run's own lines, for the proofs: stream -> count of marked no-cert 403s; sentinel lines.
+        self.own_403_streams: Counter[str] = Counter()
+        self.sentinel_lines: list[tuple[str, AccessEvent]] = []
+
+    def poll(self, now: float) -> Hit | None:
+        """Read what is new; returns the first legitimate 403 among it, if any."""
+        s = self.summary
+        s.polls += 1
+        hit = None
+        for ev in self.source.poll(int(now * 1000)):
+            s.events_read += 1
+            access = parse_access(ev["message"], self.fields)
+            if access is None or not access.mesh_write:
+                continue
+            if access.marked:
+                s.own_requests += 1
+            else:
+                s.mesh_write_requests += 1
+                s.authenticated_requests += bool(access.caller)
+            kind = classify_403(access)
+            stream = ev.get("logStreamName", "")
+            if access.marked and self._own(access):
+                if access.sentinel:
+                    self.sentinel_lines.append((stream, access))
+                elif access.status == 403:
+                    self.own_403_streams[stream] += 1
+            if not kind:
+                continue
             self.forbidden[kind] += 1
-            if kind == LEGITIMATE and self.first_legitimate is None:
-                self.first_legitimate = {"timestamp": ev["timestamp"], "caller": access.caller,
-                                         "route": access.route, "message": ev["message"][:300]}
-        return kind
+            if kind == LEGITIMATE and hit is None:
+                hit = Hit(ev["timestamp"], access.caller, access.route, stream, ev["message"][:300])
+                if s.first_legitimate is None:
+                    s.first_legitimate = hit
+        s.forbidden = dict(self.forbidden)
+        return hit
 
-    def summary(self) -> dict:
-        return {"polls": self.polls, "events_read": self.events, "mesh_write_requests": self.mesh_writes,
-                "probe_requests": self.probe_requests, "authenticated_requests": self.authenticated,
-                "forbidden": dict(self.forbidden), "first_legitimate_403": self.first_legitimate}
+    def _own(self, access: AccessEvent) -> bool:
+        """This run's request: its run header, or its user agent `brainstorm-cutover-probe/<run> ...`."""
+        agent = access.user_agent.split()
+        return access.run_id == self.run_id or bool(agent) and agent[0] == f"{PROBE_USER_AGENT}/{self.run_id}"
+
+    def countdown(self, remaining: float) -> str:
+        from envconfig import format_duration
+
+        f, s = self.forbidden, self.summary
+        return (f"watch: {format_duration(remaining)} left | mesh-write requests {s.mesh_write_requests} | 403s: "
+                f"legitimate {f[LEGITIMATE]}, own {f['probe'] + f[SENTINEL]}, unauthenticated {f['unauthenticated']}")

@@ -7,6 +7,8 @@ scripts the states the tool must handle; everything else is moto's real API beha
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import io
 import json
 import time
@@ -18,6 +20,7 @@ from botocore.exceptions import ClientError
 
 from cutover.aws import Aws
 from cutover.engine import Cutover
+from cutover.factory import build
 from cutover.mtls import read_mode
 from cutover.probes import ENROLLED, FORGED, NO_CERT, ProbeResult, ProbeSpec, expectations
 from cutover.report import ConsoleUi
@@ -76,6 +79,32 @@ class Faulty:
         return call
 
 
+class FakeTimeSsm(Faulty):
+    """SSM on the fake clock: moto stamps LastModifiedDate and the reply's Date header with the wall
+    clock; the lock is judged on AWS's clock, so here AWS's clock is the test's fake one."""
+
+    def __init__(self, client: Any, clock: FakeClock, written: dict[tuple[str, int], float]) -> None:
+        super().__init__(client)
+        self.clock, self.written = clock, written
+
+    def __getattr__(self, op: str) -> Any:
+        call = super().__getattr__(op)
+        if op not in ("put_parameter", "get_parameter"):
+            return call
+
+        def timed(**kwargs: Any) -> Any:
+            resp = call(**kwargs)
+            if op == "put_parameter":
+                self.written[(kwargs["Name"], int(resp["Version"]))] = self.clock.now
+            else:
+                p = resp["Parameter"]
+                at = self.written.get((p["Name"], int(p["Version"])), self.clock.now)
+                p["LastModifiedDate"] = datetime.datetime.fromtimestamp(at, datetime.UTC)
+                resp["ResponseMetadata"]["HTTPHeaders"]["date"] = email.utils.formatdate(self.clock.now, usegmt=True)
+            return resp
+        return timed
+
+
 class ScriptedEcs(Faulty):
     """ECS with rollouts that take time: each forced deployment follows the next script."""
 
@@ -120,6 +149,7 @@ class World:
     running: int = 2
     _active: dict | None = None
     _old_id: str = "ecs-svc/initial"
+    ssm_written: dict = field(default_factory=dict)  # (name, version) -> fake time of the write
 
     # ---------------------------------------------------------------- ECS rollouts
 
@@ -209,14 +239,15 @@ class World:
                 answers: str = "") -> tuple[Cutover, io.StringIO]:
         faults = faults or {}
         clients = {n: Faulty(c, faults.get(n)) for n, c in self.clients.items()}
+        clients["ssm"] = FakeTimeSsm(self.clients["ssm"], self.clock, self.ssm_written)
+        clients["ssm"].faults = faults.get("ssm", {})
         clients["ecs"] = ScriptedEcs(self.clients["ecs"], self)
         clients["ecs"].faults = faults.get("ecs", {})
         aws = Aws(clients, sleep=self.clock.sleep)
         out = io.StringIO()
         ui = ConsoleUi(out, interactive=interactive, answers=io.StringIO(answers))
-        spec = ProbeSpec.from_config(self.cfg)
-        engine = Cutover(self.cfg, aws=aws, clock=self.clock, sleep=self.clock.sleep, probe=self.probe,
-                         probe_spec=spec, ui=ui, run_id=lambda: f"run-{int(self.clock.now)}")
+        engine = build(self.cfg, ui=ui, aws=aws, clock=self.clock, sleep=self.clock.sleep, probe=self.probe,
+                       run_id=lambda: f"run-{int(self.clock.now)}")
         return engine, out
 
 

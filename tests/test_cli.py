@@ -124,3 +124,32 @@ def test_missing_aws_profile_is_exit_2_with_a_fix(config_dir, capsys, monkeypatc
     assert run(config_dir, "status", "--profile", "no-such-profile") == 2
     err = capsys.readouterr().err
     assert "no-such-profile" in err and "fix:" in err
+
+
+def test_a_config_file_that_cannot_be_written_is_a_warning_not_a_failure(tmp_path):
+    import io
+
+    from cutover.cli import _write_config
+    from cutover.report import ConsoleUi
+
+    out = io.StringIO()
+    cfg = type("Cfg", (), {"source": str(tmp_path)})()  # a directory: cannot be read or written as a file
+    assert _write_config(ConsoleUi(out), cfg, "strict", sandbox=False) is None
+    assert "set gateway.document.tls.mtls.meshWritesEnforcement: strict there by hand" in out.getvalue()
+
+
+def test_the_cli_makes_the_config_file_agree_with_production_keeping_every_other_byte(aws, config_dir, tmp_path,
+                                                                                      capsys):
+    cfg, clients = aws
+    path = config_dir / "production.yaml"
+    for name in ("probe-client.pem", "probe-client.key"):
+        (tmp_path / name).write_text("x")
+    path.write_text(path.read_text().replace("/etc/brainstorm/cutover/", f"{tmp_path}/"))
+    before = path.read_text()
+    doc = clients["ssm"].get_parameter(Name=cfg.gateway.parameter_name)["Parameter"]["Value"]
+    clients["ssm"].put_parameter(Name=cfg.gateway.parameter_name, Overwrite=True, Type="String",
+                                 Value=doc.replace("advisory", "strict"))  # strict by hand, never watched
+    assert run(config_dir, "mtls", "--strict", "--yes") == 1
+    out = capsys.readouterr().out
+    assert "RESULT: unwatched (exit 1): strict is live (v2) but unwatched" in out
+    assert path.read_text() == before.replace("meshWritesEnforcement: advisory", "meshWritesEnforcement: strict")

@@ -3,17 +3,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 from moto import mock_aws
 
-from cutover.engine import FORWARD_STEPS, Options
-from cutover.journal import DONE, INTERRUPTED, ROLLBACK_FAILED, ROLLED_BACK
+from cutover.engine import Options
+from cutover.lockstore import Lock
 from envconfig import load
 from tests.fakes import Crash, client_error, make_world
+
+FORWARD_STEPS = ("flip", "redeploy", "probe", "watch")
+DONE, INTERRUPTED, ROLLBACK_FAILED, ROLLED_BACK = "done", "interrupted", "rollback_failed", "rolled_back"
 
 YES = Options(target="strict", yes=True)
 
@@ -69,12 +70,9 @@ def test_clean_cutover_flips_redeploys_probes_watches_and_finishes(world):
     assert [s["step"] for s in j["steps"] if s["status"] == "done"] == [
         "preflight", "gate", "confirm", "flip", "redeploy", "probe", "watch", "finish"]
     assert world.clock.slept >= 30 * 60, "the whole 30-minute window was watched"
-    assert outcome.watch["mesh_write_requests"] == 6
-    assert outcome.watch["forbidden"] == {"probe": 1, "unauthenticated": 1}
-    # config/production.yaml now agrees with production, with every other byte kept.
-    text = Path(world.cfg.source).read_text()
-    assert "meshWritesEnforcement: strict   # advisory | strict" in text
-    assert outcome.config_written == world.cfg.source
+    assert outcome.watch.mesh_write_requests == 6
+    assert outcome.watch.forbidden == {"probe": 1, "unauthenticated": 1}
+    assert outcome.config_mode == "strict", "the CLI is told what config/production.yaml must now say"
     labels = world.clients["ssm"].get_parameter_history(Name=world.cfg.gateway.parameter_name)["Parameters"]
     assert [p.get("Labels") for p in labels] == [[f"cutover-{outcome.run_id}-before"],
                                                  [f"cutover-{outcome.run_id}-after"]]
@@ -107,7 +105,7 @@ def test_advisory_is_the_way_back_without_a_gate(world):
     outcome = engine.run(Options(target="advisory", yes=True))
     assert outcome.code == 0, outcome.message
     assert world.mode() == "advisory" and world.deployed_mode == "advisory"
-    assert outcome.gate is None and outcome.watch is None
+    assert outcome.gate is None and outcome.watch is None and outcome.config_mode == "advisory"
 
 
 # ---------------------------------------------------------------- the gate
@@ -269,7 +267,7 @@ def test_probe_and_unauthenticated_403s_do_not_roll_back(world):
     engine, _ = world.cutover()
     outcome = engine.run(YES)
     assert outcome.code == 0, outcome.message
-    assert outcome.watch["forbidden"] == {"probe": 20, "unauthenticated": 20}
+    assert outcome.watch.forbidden == {"probe": 20, "unauthenticated": 20}
 
 
 def test_a_throttling_burst_is_survived(world):
@@ -313,13 +311,19 @@ def test_a_concurrent_run_is_refused_with_who_holds_the_lock(world):
     world.at(world.clock.now + 1, second_run)
     assert first.run(YES).code == 0
     refused = seen["outcome"]
-    assert refused.code == 1 and refused.state == "locked"
-    assert "another cutover holds the lock" in refused.message and "arn:aws:sts" in refused.message
+    assert refused.code == 1 and refused.state == "unfinished_run"
+    assert "is deploying" in refused.message and "arn:aws:sts" in refused.message, "says who and where"
+
+
+def stale_lock(world, run_id: str, ttl: float = 3600) -> None:
+    """A lock left by a dead process (same SSM, its own TTL)."""
+    engine, _ = world.cutover()
+    Lock(engine.aws, world.cfg.lock_parameter, ttl=ttl, clock=world.clock).acquire(run_id=run_id, operator="arn:old")
 
 
 def test_break_lock_only_after_expiry(world):
+    stale_lock(world, "stale")
     engine, _ = world.cutover()
-    engine.store.acquire(run_id="stale", operator="arn:old", now=world.clock.now, ttl=3600, iso=str)
     outcome = engine.run(Options(target="strict", yes=True, break_lock=True))
     assert outcome.state == "locked" and "expires at" in outcome.message
     world.clock.now += 3601
@@ -329,18 +333,29 @@ def test_break_lock_only_after_expiry(world):
     assert engine.run(Options(target="strict", yes=True, break_lock=True)).code == 0
 
 
+def test_lock_expiry_is_judged_on_awss_clock_not_the_laptops(world):
+    stale_lock(world, "stale")
+    engine, _ = world.cutover()
+    engine.clock = engine.lock.clock = lambda: world.clock.now + 5 * 3600  # a laptop 5 h fast
+    outcome = engine.run(Options(target="strict", yes=True, break_lock=True))
+    assert outcome.state == "locked", "AWS says the lock is young: a skewed laptop cannot break it"
+
+
 # ---------------------------------------------------------------- crashes and recovery
 
 
-def crash_after(engine, step: str) -> None:
-    real = engine.store.save
+def crash_after(engine, step: str, status: str = "done") -> None:
+    real = engine.journal.save
 
     def save(journal) -> None:
         real(journal)
         last = journal.steps[-1]
-        if last["step"] == step and last["status"] == "done":
-            raise Crash(f"killed after {step}")
-    engine.store.save = save
+        if last.step == step and last.status == status:
+            raise Crash(f"killed after {step} {status}")
+    engine.journal.save = save
+
+
+AFTER = {"confirm": "flipping", "flip": "deploying", "redeploy": "probing", "probe": "watching", "watch": "done"}
 
 
 @pytest.mark.parametrize("step", ("confirm", *FORWARD_STEPS))
@@ -352,15 +367,15 @@ def test_killed_after_each_step_status_tells_the_truth_and_rollback_restores(wor
 
     fresh, _ = world.cutover()  # another machine: nothing shared but AWS
     status = fresh.status()
-    assert status.status["run"]["state"] == "running"
-    assert status.status["run"]["last_step"]["step"] == step
-    assert status.status["mode"] == ("advisory" if step == "confirm" else "strict")
-    assert status.status["lock"]["run_id"] == status.run_id
-    assert "is running after " + step in status.message
+    view = status.status
+    assert view.run.state == AFTER[step] and view.run.last_step.step == step
+    assert view.mode == ("advisory" if step == "confirm" else "strict")
+    assert view.lock.body.run_id == status.run_id
+    assert f"is {AFTER[step]} after {step}" in status.message
 
     outcome = fresh.rollback(Options())
     assert_restored(world, outcome)
-    assert world.deployed_mode == "advisory"
+    assert world.deployed_mode == "advisory" and outcome.config_mode == "advisory"
     # After the flip a task may have started (scale-out, replacement) with the new value even before
     # our redeploy: the rollback redeploys whenever the parameter had changed.
     assert world.rollouts == {"confirm": 0, "flip": 1}.get(step, 2)
@@ -380,15 +395,66 @@ def test_killed_after_each_step_resume_completes_the_run(world, step):
     assert world.param()["Version"] == 2, "resume did not flip twice"
 
 
+def test_a_run_killed_between_its_last_write_and_the_release_does_not_block_the_next(world):
+    engine, _ = world.cutover()
+    crash_after(engine, "finish")
+    with pytest.raises(Crash):
+        engine.run(YES)
+    assert world.lock() is not None and world.journal()["state"] == DONE
+    engine, _ = world.cutover()
+    assert engine.run(Options(target="advisory", yes=True)).code == 0, "the finished run's lock guarded nothing"
+
+
 def test_killed_in_the_middle_of_the_flip_is_recoverable(world):
     engine, _ = world.cutover(faults={"ssm": {"label_parameter_version": [Crash("killed after the write")]}})
     with pytest.raises(Crash):
         engine.run(YES)
     fresh, _ = world.cutover()
-    st = fresh.status().status
-    assert st["mode"] == "strict" and st["run"]["last_step"] == {**st["run"]["last_step"], "step": "flip",
-                                                                 "status": "started"}
+    view = fresh.status().status
+    assert view.mode == "strict" and view.run.state == "flipping"
+    assert (view.run.last_step.step, view.run.last_step.status) == ("flip", "started")
     assert_restored(world, fresh.rollback(Options()))
+
+
+ROLLBACK_POINTS = [("rollback", "started"), ("restore", "done"), ("rollback-redeploy", "started"),
+                   ("rollback-redeploy", "done"), ("rollback-probe", "done")]
+
+
+@pytest.mark.parametrize("command", ["resume", "rollback"])
+@pytest.mark.parametrize("point", ROLLBACK_POINTS, ids=lambda p: "-".join(p))
+def test_killed_inside_the_rollback_the_next_process_finishes_the_rollback(world, point, command):
+    world.scripts = [["FAILED"]]  # the forward deployment fails: rollback
+    engine, _ = world.cutover()
+    crash_after(engine, *point)
+    with pytest.raises(Crash):
+        engine.run(YES)
+    assert world.journal()["state"] == "rolling_back"
+
+    fresh, _ = world.cutover()
+    refused = fresh.run(YES)
+    assert refused.code == 1 and refused.state == "unfinished_run" and "rollback --env production" in \
+        refused.next_commands[0], "a new mtls refuses and names the next command"
+    fresh, _ = world.cutover()
+    outcome = getattr(fresh, command)(Options(yes=True))
+    assert_restored(world, outcome)
+    assert outcome.state == "rolled_back" and outcome.config_mode == "advisory", "never strict, never done"
+    assert world.deployed_mode == "advisory"
+    done = [s["step"] for s in world.journal()["steps"] if s["status"] == "done"]
+    assert "watch" not in done and "finish" not in done, "never the forward path again"
+
+
+def test_ctrl_c_inside_the_rollback_leaves_a_rollback_to_finish(world):
+    world.scripts = [["FAILED"], ["IN_PROGRESS"] * 3 + ["COMPLETED"]]
+    engine, _ = world.cutover(interactive=True, answers="")
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+    world.at(world.clock.now + 2 * float(world.cfg.cutover.poll), interrupt)
+    outcome = engine.run(YES)
+    assert outcome.code == 5 and outcome.state == "rolling_back" and "rollback interrupted" in outcome.message
+    assert world.lock() is not None and world.journal()["state"] == "rolling_back"
+    fresh, _ = world.cutover()
+    assert_restored(world, fresh.resume(Options(yes=True)))
 
 
 def test_interrupted_watch_non_interactive_keeps_the_lock_and_says_how_to_go_on(world):
@@ -397,8 +463,8 @@ def test_interrupted_watch_non_interactive_keeps_the_lock_and_says_how_to_go_on(
     world.at(world.clock.now + 300, interrupt)
     engine, _ = world.cutover()
     outcome = engine.run(YES)
-    assert outcome.code == 1 and outcome.state == INTERRUPTED
-    assert any("resume" in m for m in outcome.manual) and any("rollback" in m for m in outcome.manual)
+    assert outcome.code == 1 and outcome.state == INTERRUPTED and "interrupted during watch" in outcome.message
+    assert any("resume" in m for m in outcome.next_commands) and any("rollback" in m for m in outcome.next_commands)
     assert world.lock()["run_id"] == outcome.run_id and world.mode() == "strict"
     fresh, _ = world.cutover()
     resumed = fresh.resume(Options(yes=True))
@@ -434,8 +500,9 @@ def test_rollback_that_fails_exits_5_with_the_manual_commands(world):
 
 def test_rollback_with_nothing_on_record(world):
     engine, _ = world.cutover()
-    assert engine.rollback(Options()).state == "nothing_to_roll_back"
-    assert engine.resume(Options()).state == "nothing_to_resume"
+    rolled, resumed = engine.rollback(Options()), engine.resume(Options())
+    assert (rolled.state, rolled.code) == ("nothing_to_roll_back", 0)
+    assert (resumed.state, resumed.code) == ("nothing_to_resume", 0)
 
 
 def test_typed_confirmation_must_name_the_environment(world):
@@ -471,7 +538,7 @@ def test_rollback_from_another_machine_during_the_watch_takes_over_the_run(world
     assert seen["rollback"].code == 4
     assert outcome.code == 1 and outcome.state == "taken_over", outcome.message
     assert world.journal()["state"] == ROLLED_BACK and world.mode() == "advisory" and world.lock() is None
-    assert "meshWritesEnforcement: advisory" in Path(world.cfg.source).read_text(), "the first run did not finish"
+    assert outcome.config_mode is None, "the first run did not finish: it asks for no config change"
 
 
 def test_journal_write_failure_before_the_flip_changes_nothing(world):
@@ -509,8 +576,9 @@ def test_a_caller_field_that_is_never_set_is_called_out(config_dir):
             world.log(at=world.clock.now + 60 + i, status=200, caller="sandbox-agents")
         engine, out = world.cutover()
         outcome = engine.run(YES)
-        assert outcome.code == 0 and outcome.watch["authenticated_requests"] == 0
+        assert outcome.code == 0 and outcome.watch.authenticated_requests == 0
         assert "WARNING: no request carried 'principal'" in str(outcome.journal.steps)
+        assert any("principal" in w for w in outcome.warnings)
         assert "[  WARN]" in out.getvalue()
 
 
@@ -530,16 +598,6 @@ def test_a_hundred_versions_with_a_labelled_oldest_do_not_block_the_flip_or_the_
 
 def test_status_explains_a_lock_whose_run_changed_nothing(world):
     engine, _ = world.cutover()
-    engine.store.acquire(run_id="run-gating", operator="arn:aws:sts::1:assumed-role/ops/alice", now=world.clock.now,
-                         ttl=3600, iso=lambda t: "soon")
+    engine.lock.acquire(run_id="run-gating", operator="arn:aws:sts::1:assumed-role/ops/alice")
     message = engine.status().message
     assert "lock held by run run-gating (arn:aws:sts::1:assumed-role/ops/alice), which has not changed anything" in message
-
-
-def test_a_config_file_that_cannot_be_written_is_a_warning_not_a_failure(world):
-    engine, out = world.cutover()
-    # A path that cannot be read or written as a file (file modes do not stop root, a directory does).
-    engine.cfg = dataclasses.replace(engine.cfg, source=str(Path(world.cfg.source).parent))
-    outcome = engine.run(YES)
-    assert outcome.code == 0 and world.mode() == "strict" and outcome.config_written is None
-    assert "set gateway.document.tls.mtls.meshWritesEnforcement: strict there by hand" in out.getvalue()

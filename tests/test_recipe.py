@@ -16,7 +16,7 @@ from cutover.mtls import (
     with_mode,
     write_config_mode,
 )
-from cutover.watch import LogCursor, WatchTally
+from cutover.watch import LogCursor, Watcher
 from envconfig import AccessLog
 
 DOC = """\
@@ -126,21 +126,37 @@ def test_non_access_lines_are_not_events(message):
     assert parse_access(message, F) is None
 
 
-def test_tally_counts_callers_apart_from_probes():
-    t = WatchTally(F)
-    for m in [ev(caller="a", status=200), ev(cutoverRunId="r"), ev(), ev(caller="b")]:
-        t.add({"message": m, "timestamp": 5})
-    s = t.summary()
-    assert s["mesh_write_requests"] == 3 and s["probe_requests"] == 1
-    assert s["forbidden"] == {"probe": 1, "unauthenticated": 1, "legitimate": 1}
-    assert s["first_legitimate_403"]["caller"] == "b"
+class Lines:
+    """An EventSource over a fixed list, for the Watcher."""
+
+    def __init__(self, *messages: tuple[str, str]) -> None:
+        self.events = [{"message": m, "timestamp": 5, "logStreamName": s} for s, m in messages]
+
+    def poll(self, now_ms: int) -> list[dict]:
+        out, self.events = self.events, []
+        return out
+
+
+def test_the_watcher_counts_callers_apart_from_its_own_requests():
+    sentinel_ua = "brainstorm-cutover-probe/run-1 sentinel"
+    w = Watcher(Lines(("gateway/gateway/t1", ev(caller="a", status=200)), ("gateway/gateway/t1", ev(cutoverRunId="r")),
+                      ("gateway/gateway/t2", ev(cutoverRunId="run-1")),
+                      ("gateway/gateway/t2", ev(caller="cutover-sentinel", cutoverRunId="run-1", userAgent=sentinel_ua)),
+                      ("gateway/gateway/t1", ev()), ("gateway/gateway/t1", ev(caller="b"))), F, run_id="run-1")
+    hit = w.poll(1.0)
+    s = w.summary
+    assert s.mesh_write_requests == 3 and s.own_requests == 3
+    assert s.forbidden == {"probe": 2, "sentinel": 1, "unauthenticated": 1, "legitimate": 1}
+    assert hit is not None and hit.caller == "b" and s.first_legitimate == hit
+    assert dict(w.own_403_streams) == {"gateway/gateway/t2": 1}, "another run's probe is not this run's proof"
+    assert [a.caller for _, a in w.sentinel_lines] == ["cutover-sentinel"]
 
 
 def test_the_journal_always_fits_a_standard_parameter():
-    from cutover.journal import SSM_STANDARD_LIMIT, Journal, fit
+    from cutover_core.journal import SSM_STANDARD_LIMIT, Journal, fit
 
     j = Journal(run_id="production-20261129T000000Z-abcd", env="production", operator="arn:aws:sts::1:assumed-role/x/y",
-                action="mtls", target="strict", previous_mode="advisory",
+                target="strict", previous_mode="advisory",
                 parameter="/brainstorm-router/production/gateway/config", started=1.0, previous_version=41,
                 new_version=42, deployment_id="ecs-svc/1234567890123456789")
     for i in range(30):
@@ -149,7 +165,7 @@ def test_the_journal_always_fits_a_standard_parameter():
     assert len(text) <= SSM_STANDARD_LIMIT
     back = Journal.from_json(text)
     assert back.previous_version == 41 and back.new_version == 42 and len(back.steps) == 30
-    assert back.steps[-1]["step"] == "step-29" and back.steps[-1]["status"] == "failed"
-    small = Journal(**{**back.__dict__, "steps": []})
+    assert back.steps[-1].step == "step-29" and back.steps[-1].status == "failed"
+    small = Journal.from_dict({**back.to_dict(), "steps": []})
     small.record("flip", "done", 5.0, "advisory -> strict: v41 -> v42 " + "y" * 150)
     assert Journal.from_json(fit(small)).steps == small.steps, "a journal that fits is stored as it is"
