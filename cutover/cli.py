@@ -258,9 +258,13 @@ def run_command(args: argparse.Namespace, ui: Any, out: Any) -> int:
             world = stack.enter_context(sandbox_world(cfg, scenario=getattr(args, "scenario", None) or "clean", ui=ui))
             cfg = getattr(world, "cfg", world)
             endpoint_env = getattr(world, "env", None)
-        elif args.command in ("mtls", "probe", "resume", "rollback") and not dry_run:
+        elif args.command in ("mtls", "probe") and not dry_run:
             _check_files(cfg)
         engine = build(cfg, ui=ui, profile=args.profile, region=args.region, endpoint_env=endpoint_env)
+        if args.command in ("resume", "rollback") and not args.sandbox:
+            last = engine.journal.load()  # read-only: probe files matter only if there is a run to act on
+            if last is not None and last.previous_version is not None:
+                _check_files(cfg)
         opts = Options(target=getattr(args, "target", None) or "strict", dry_run=dry_run,
                        yes=getattr(args, "yes", False), watch=getattr(args, "watch", None),
                        poll=getattr(args, "poll", None), break_lock=getattr(args, "break_lock", False))

@@ -12,7 +12,7 @@ from moto import mock_aws
 
 from cutover.cli import main
 from cutover.sandbox.provision import provision
-from envconfig import load
+from envconfig import ConfigError, load
 from tests.conftest import ROOT
 from tests.fakes import SERVICES, tasks_running
 
@@ -153,3 +153,40 @@ def test_the_cli_makes_the_config_file_agree_with_production_keeping_every_other
     out = capsys.readouterr().out
     assert "RESULT: unwatched (exit 1): strict is live (v2) but unwatched" in out
     assert path.read_text() == before.replace("meshWritesEnforcement: advisory", "meshWritesEnforcement: strict")
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--poll", "0s"], "--poll: 0s is below 1s: a busy loop"),
+    (["--poll=-1s"], "'-1s' is not a duration"),
+    (["--poll", "-1s"], "'-1s' is not a duration"),
+    (["--watch", "-5m"], "'-5m' is not a duration"),
+    (["--watch", "5m"], "--watch: 5m is below the runbook's 30m window"),
+    (["--watch", "2h"], "exceeds cutover.lock_ttl 2h"),
+    (["--scenario", "clean"], "--scenario only applies to the sandbox"),
+])
+def test_durations_that_make_no_sense_are_refused_the_same_way(aws, config_dir, capsys, argv, says):
+    cfg, clients = aws
+    with pytest.raises(SystemExit) as exited:
+        raise SystemExit(run(config_dir, "mtls", "--strict", "--yes", *argv))
+    assert exited.value.code == 2 and untouched(cfg, clients)
+    assert says in capsys.readouterr().err
+
+
+def test_a_short_watch_outside_the_sandbox_needs_the_explicit_flag(aws, config_dir, capsys):
+    assert run(config_dir, "mtls", "--strict", "--dry-run", "--watch", "5m") == 2
+    assert run(config_dir, "mtls", "--strict", "--dry-run", "--watch", "5m", "--short-watch") == 0
+    assert "watch 5m" in capsys.readouterr().out
+
+
+def test_the_same_rule_guards_the_config_file(config_dir):
+    path = config_dir / "production.yaml"
+    path.write_text(path.read_text().replace("  poll: 15s", "  poll: 0s"))
+    with pytest.raises(ConfigError, match="cutover.poll: 0s is below 1s: a busy loop"):
+        load("production", config_dir)
+
+
+def test_every_command_ends_with_the_same_result_form(aws, config_dir, capsys):
+    for argv in (["gate"], ["status"], ["rollback"], ["resume", "--yes"]):
+        run(config_dir, *argv)
+        lines = [x.strip() for x in capsys.readouterr().out.splitlines() if x.strip()]
+        assert any(line.startswith("RESULT: ") and "(exit " in line for line in lines), (argv, lines[-3:])

@@ -1,0 +1,296 @@
+"""State you can trust: foreign writes, the exact lock, the journal read first, shortened watches
+and interruptions. Each test asserts the final parameter, service, lock and journal (moto, fake clock)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from botocore.exceptions import ConnectionClosedError
+from moto import mock_aws
+
+from cutover.engine import Options, Terminated
+from cutover.lockstore import Lock
+from cutover.report import markdown
+from envconfig import load
+from tests.fakes import make_world
+
+YES = Options(target="strict", yes=True)
+
+
+@pytest.fixture
+def world(config_dir):
+    with mock_aws():
+        yield make_world(load("production", config_dir))
+
+
+def v1(world) -> str:
+    return world.clients["ssm"].get_parameter(Name=f"{world.cfg.gateway.parameter_name}:1")["Parameter"]["Value"]
+
+
+def someone_writes(world, old: str, new: str) -> None:
+    value = world.param()["Value"]
+    assert old in value
+    world.clients["ssm"].put_parameter(Name=world.cfg.gateway.parameter_name, Value=value.replace(old, new),
+                                       Type="String", Overwrite=True)
+
+
+# ---------------------------------------------------------------- someone else's write
+
+
+def test_a_write_between_preflight_and_flip_stops_with_nothing_changed(world):
+    engine, _ = world.cutover()
+    real = engine.journal.save
+    state = {"done": False}
+
+    def save(journal) -> None:  # a `cdk deploy` lands right after the plan, before our write
+        real(journal)
+        if not state["done"]:
+            state["done"] = True
+            someone_writes(world, "providers: 7", "providers: 8")
+    engine.journal.save = save
+    outcome = engine.run(YES)
+    assert outcome.code == 1 and outcome.state == "changed_under_us"
+    assert "v1 at preflight, v2 now" in outcome.message and "nothing changed" in outcome.message
+    assert world.param()["Version"] == 2 and "providers: 8" in world.param()["Value"], "their write stands"
+    assert world.mode() == "advisory" and world.rollouts == 0 and world.lock() is None
+    assert world.journal()["state"] == "stopped"
+
+
+def test_a_foreign_edit_during_the_watch_survives_the_rollback_only_the_flag_goes_back(world):
+    t0 = world.clock.now
+    world.at(t0 + 120, lambda: someone_writes(world, "providers: 7", "providers: 9"))  # v3, another key
+    world.at(t0 + 300, lambda: world.log(at=t0 + 300, status=403, caller="brainstorm-cli"))
+    engine, out = world.cutover()
+    outcome = engine.run(YES)
+    assert outcome.code == 4, outcome.message
+    value = world.param()["Value"]
+    assert world.param()["Version"] == 4 and "providers: 9" in value, "every byte of their edit is kept"
+    assert value == v1(world).replace("providers: 7", "providers: 9"), "and only the flag went back"
+    assert world.lock() is None and world.journal()["state"] == "rolled_back"
+    j = world.journal()
+    assert j["restore"]["rule"] == "flag_only" and j["restore"]["foreign_version"] == 3
+    assert "someone else wrote v3" in out.getvalue()
+    assert "v3 was written by someone else" in outcome.message
+    assert "v3 was someone else's: only the flag went back" in markdown(outcome)
+
+
+def test_rollback_of_an_older_finished_run_follows_the_same_rule(world):
+    engine, _ = world.cutover()
+    assert engine.run(YES).code == 0
+    someone_writes(world, "providers: 7", "providers: 6")
+    fresh, _ = world.cutover()
+    outcome = fresh.rollback(Options())
+    assert outcome.code == 4
+    assert world.param()["Value"] == v1(world).replace("providers: 7", "providers: 6")
+    assert world.deployed_mode == "advisory" and world.lock() is None
+
+
+def test_rollback_of_our_own_version_restores_the_exact_bytes(world):
+    world.clients["ssm"].put_parameter(Name=world.cfg.gateway.parameter_name, Type="String", Overwrite=True,
+                                       Value=v1(world).replace("advisory", "'advisory'  # quoted by hand"))
+    engine, _ = world.cutover()
+    assert engine.run(YES).code == 0
+    before = world.clients["ssm"].get_parameter(Name=f"{world.cfg.gateway.parameter_name}:2")["Parameter"]["Value"]
+    assert "'strict'  # quoted by hand" in world.param()["Value"]
+    assert engine.rollback(Options()).code == 4
+    assert world.param()["Value"] == before
+
+
+# ---------------------------------------------------------------- the lock is exact
+
+
+def test_a_lost_create_reply_is_still_our_lock(world):
+    lock_name = world.cfg.lock_parameter
+
+    def reply_lost(kwargs):
+        if kwargs["Name"] == lock_name and kwargs.get("Overwrite") is False:
+            world.clients["ssm"].put_parameter(**kwargs)  # AWS applied it...
+            return ConnectionClosedError(endpoint_url="https://ssm.us-east-1.amazonaws.com")  # ...the reply is lost
+        return None
+    engine, _ = world.cutover(faults={"ssm": {"put_parameter": [reply_lost]}})
+    outcome = engine.run(YES)
+    assert outcome.code == 0, outcome.message
+    assert world.lock() is None and world.mode() == "strict"
+
+
+def test_a_superseded_process_never_deletes_its_adopters_lock_and_never_acts(world):
+    world.scripts = [["IN_PROGRESS"] * 4 + ["FAILED"], ["COMPLETED"]]
+    seen = {}
+
+    def adopt_elsewhere() -> None:  # another machine's `resume` takes the run over mid-redeploy
+        other, _ = world.cutover()
+        seen["token"] = other.lock.adopt(run_id=world.journal()["run_id"], operator="arn:other")
+    world.at(world.clock.now + 20, adopt_elsewhere)
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    # The deployment FAILED after the takeover: the superseded process must not roll back.
+    assert outcome.state == "taken_over" and outcome.code == 1
+    assert world.mode() == "strict" and world.rollouts == 1, "it did not restore or redeploy"
+    assert world.lock()["token"] == seen["token"], "the adopter's lock is intact"
+    assert not engine.lock.release(), "release by an old token deletes nothing"
+    assert world.lock()["token"] == seen["token"]
+
+
+def test_the_lock_is_renewed_while_the_run_lives(config_dir):
+    with mock_aws():
+        cfg = load("production", config_dir)
+        short = dataclasses.replace(cfg, cutover=dataclasses.replace(cfg.cutover, lock_ttl=600.0))
+        world = make_world(short)
+        seen = []
+
+        def intruder() -> None:  # 25 minutes in: far past a 10-minute TTL had nobody renewed it
+            other, _ = world.cutover()
+            seen.append(other.run(Options(target="advisory", yes=True, break_lock=True)))
+        world.at(world.clock.now + 25 * 60, intruder)
+        engine, _ = world.cutover()
+        outcome = engine.run(YES)
+        assert outcome.code == 0 and world.mode() == "strict"
+        assert seen[0].state == "unfinished_run", "the live run's lock and journal stood"
+        writes = [v for (name, v) in world.ssm_written if name == cfg.lock_parameter]
+        assert len(writes) >= 12, "renewed every quarter TTL (2.5 minutes) through a 30-minute watch"
+
+
+# ---------------------------------------------------------------- the journal is read first
+
+
+def test_mtls_refuses_an_unfinished_run_even_with_break_lock(world):
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+    world.at(world.clock.now + 120, interrupt)
+    engine, _ = world.cutover()
+    assert engine.run(YES).state == "interrupted"
+    world.clock.now += 3 * 3600  # the lock expired long ago
+    fresh, _ = world.cutover()
+    refused = fresh.run(Options(target="strict", yes=True, break_lock=True))
+    assert refused.code == 1 and refused.state == "unfinished_run"
+    assert "resume --env production" in refused.next_commands[0] and "rollback" in refused.next_commands[1]
+    assert world.param()["Version"] == 2 and world.rollouts == 1, "nothing more was done"
+
+
+def test_already_strict_is_nothing_to_do_only_after_a_finished_watch(world):
+    someone_writes(world, "meshWritesEnforcement: advisory", "meshWritesEnforcement: strict")
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    assert outcome.code == 1 and outcome.state == "unwatched" and "no run of this tool watched it" in outcome.message
+    assert world.param()["Version"] == 2 and world.lock() is None
+
+
+# ---------------------------------------------------------------- guard alarms that do not exist
+
+
+def test_a_missing_guard_alarm_makes_the_gate_red_and_names_it(world):
+    world.clients["cloudwatch"].delete_alarms(AlarmNames=[world.cfg.observability.alarm_unhealthy])
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    assert outcome.code == 3
+    assert f"guard alarm(s) missing: {world.cfg.observability.alarm_unhealthy}" in outcome.message
+    assert world.param()["Version"] == 1 and world.lock() is None
+
+
+# ---------------------------------------------------------------- a shortened watch, prompts, SIGTERM
+
+
+def interrupt_at(world, when: float) -> None:
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+    world.at(when, interrupt)
+
+
+def test_keep_strict_records_a_watch_cut_short_and_resume_watches_the_rest(world):
+    interrupt_at(world, world.clock.now + 5 * 60)
+    engine, _ = world.cutover(interactive=True, answers="k\n")
+    outcome = engine.run(YES)
+    assert outcome.code == 0 and outcome.state == "watch_cut_short"
+    assert "watch cut short after 5m" in outcome.message and "of 30m" in outcome.message
+    assert world.journal()["state"] == "watch_cut_short" and world.lock() is None
+    assert any("watch cut short after" in s["detail"] for s in world.journal()["steps"])
+    assert "cut short" in markdown(outcome)
+    fresh, _ = world.cutover()
+    assert "watch cut short after 5m" in fresh.status().message
+    again = fresh.run(YES)
+    assert again.state == "unwatched" and "cut short" in again.message and "resume" in again.next_commands[0]
+    fresh, _ = world.cutover()
+    resumed = fresh.resume(Options(yes=True))
+    assert resumed.code == 0 and resumed.state == "done" and world.journal()["state"] == "done"
+
+
+def test_while_the_prompt_waits_the_watch_still_rolls_back(world):
+    t = world.clock.now + 5 * 60
+    interrupt_at(world, t)
+    world.at(t + 20, lambda: world.log(at=t + 20, status=403, caller="brainstorm-cli"))
+    engine, _ = world.cutover(interactive=True, answers="")  # nobody answers
+    outcome = engine.run(YES)
+    assert outcome.code == 4 and "'brainstorm-cli' got 403" in outcome.message
+    assert world.mode() == "advisory" and world.lock() is None
+
+
+def test_an_unanswered_prompt_goes_on_watching(world):
+    interrupt_at(world, world.clock.now + 5 * 60)
+    engine, out = world.cutover(interactive=True, answers="")
+    outcome = engine.run(YES)
+    assert outcome.code == 0 and outcome.state == "done" and "no answer within 1m: continuing" in out.getvalue()
+
+
+def test_sigterm_is_ctrl_c_without_a_terminal(world):
+    def terminate() -> None:
+        raise Terminated
+    world.at(world.clock.now + 5 * 60, terminate)
+    engine, out = world.cutover(interactive=True, answers="r\n")  # a terminal, but SIGTERM asks nothing
+    outcome = engine.run(YES)
+    assert outcome.state == "interrupted" and "interrupted:" not in out.getvalue()
+    assert world.lock()["run_id"] == outcome.run_id and world.journal()["state"] == "interrupted"
+    assert world.mode() == "strict"
+
+
+# ---------------------------------------------------------------- exit 5: the printed commands restore exact bytes
+
+
+def test_the_printed_manual_commands_restore_the_exact_bytes(tmp_path, config_dir):
+    """Runs the AWS CLI commands the tool prints at exit 5, for real, against moto's server."""
+    import io
+    import os
+    import shlex
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from cutover.factory import build
+    from cutover.report import ConsoleUi
+    from cutover_core.journal import Journal
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+               "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
+               "AWS_DEFAULT_REGION": "us-east-1"}
+        cfg = load("production", config_dir)
+        ssm = boto3.client("ssm", region_name="us-east-1", endpoint_url=env["AWS_ENDPOINT_URL"],
+                           aws_access_key_id="x", aws_secret_access_key="x")
+        name = cfg.gateway.parameter_name
+        # No trailing newline, quotes, a dollar sign, a backslash and non-ASCII: every byte matters.
+        previous = "tls:\n  mtls:\n    meshWritesEnforcement: 'advisory'  # \"$HOME\" \\ né\n  x: `y`"
+        ssm.put_parameter(Name=name, Value=previous, Type="String", Tier="Advanced")
+        ssm.put_parameter(Name=name, Value=previous.replace("advisory", "strict"), Type="String", Overwrite=True)
+        j = Journal(run_id="r", env="production", operator="arn:x", target="strict", previous_mode="advisory",
+                    parameter=name, started=0.0, previous_version=1, new_version=2, parameter_type="String",
+                    parameter_tier="Advanced")
+        engine = build(cfg, ui=ConsoleUi(io.StringIO()), aws=object())  # no AWS call: the commands come from data
+        commands = engine.manual_rollback_commands(j)
+        assert commands[0].startswith("aws ssm get-parameter") and commands[1].startswith("aws ssm put-parameter")
+        aws_bin = str(Path(sys.executable).with_name("aws"))
+        for line in commands[:2]:
+            cmd = line.replace("aws ", f"{shlex.quote(aws_bin)} ", 1)
+            proc = subprocess.run(cmd, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+            assert proc.returncode == 0, proc.stderr
+        p = ssm.get_parameter(Name=name)["Parameter"]
+        assert p["Value"] == previous and p["Version"] == 3 and p["Type"] == "String"
+        tiers = {v["Version"]: v.get("Tier") for v in ssm.get_parameter_history(Name=name)["Parameters"]}
+        assert tiers[3] == "Advanced"
+    finally:
+        server.stop()
