@@ -10,7 +10,6 @@ from botocore.exceptions import ConnectionClosedError
 from moto import mock_aws
 
 from cutover.engine import Options, Terminated
-from cutover.lockstore import Lock
 from cutover.report import markdown
 from envconfig import load
 from tests.fakes import make_world
