@@ -228,6 +228,20 @@ class Sentinel:
     api_key_file: str | None = None
 
 
+PROBE_KINDS = ("no-cert", "forged-header", "untrusted-cert", "enrolled-cert", "sentinel")
+
+
+@dataclass(frozen=True)
+class ProbeRequest:
+    """What a probe sends. The default cannot create anything if a gateway accepted it: probes
+    carry no API key (401 after mTLS), and the body has none of the fields a mesh write needs
+    (400 after authentication), which matters for the sentinel, the one probe with a key."""
+
+    method: str = "POST"
+    body: str = '{"cutoverProbe": true}'
+    headers: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Probes:
     base_url: str
@@ -237,6 +251,13 @@ class Probes:
     per_task: int = 3
     timeout: Seconds = Seconds(10)
     sentinel: Sentinel | None = None
+    request: ProbeRequest = field(default_factory=ProbeRequest)
+    # Per-kind overrides of `request` (keys: PROBE_KINDS), e.g. a GET for the enrolled probe.
+    requests: dict[str, Any] = field(default_factory=dict)
+
+    def request_for(self, kind: str) -> ProbeRequest:
+        over = self.requests.get(kind)
+        return self.request if over is None else dataclasses.replace(self.request, **over)
 
 
 @dataclass(frozen=True)
@@ -442,6 +463,12 @@ def _check(cfg: EnvConfig, file: str) -> None:
         raise ConfigError(file, f"cutover.{problem.key}", problem.problem, problem.fix)
     if cfg.cutover.probes.per_task < 1:
         raise ConfigError(file, "cutover.probes.per_task", "must be at least 1", "use 3 (the runbook's value)")
+    for kind, over in cfg.cutover.probes.requests.items():
+        key = f"cutover.probes.requests.{kind}"
+        if kind not in PROBE_KINDS:
+            raise ConfigError(file, key, "unknown probe kind", f"use one of: {', '.join(PROBE_KINDS)}")
+        if not isinstance(over, dict) or set(over) - {"method", "body", "headers"}:
+            raise ConfigError(file, key, "expected a mapping of method, body, headers", "e.g. {method: GET, body: ''}")
     sentinel = cfg.cutover.probes.sentinel
     if sentinel is not None and (sentinel.api_key_env is None) == (sentinel.api_key_file is None):
         raise ConfigError(file, "cutover.probes.sentinel", "needs exactly one of api_key_env, api_key_file",

@@ -192,6 +192,25 @@ class Aws:
         return self._call(self.ecs, "update_service", cluster=cluster, service=service,
                           forceNewDeployment=True)["service"]
 
+    def running_tasks(self, cluster: str, service: str) -> list[dict]:
+        """The service's RUNNING tasks: [{"id", "startedBy", "taskDefinitionArn"}]. The task id is
+        the last part of the task ARN, which is also the last part of its awslogs stream name."""
+        arns: list[str] = []
+        kwargs: dict[str, Any] = dict(cluster=cluster, serviceName=service, desiredStatus="RUNNING")
+        while True:
+            resp = self._call(self.ecs, "list_tasks", **kwargs)
+            arns += resp.get("taskArns", [])
+            if not resp.get("nextToken"):
+                break
+            kwargs["nextToken"] = resp["nextToken"]
+        tasks: list[dict] = []
+        for i in range(0, len(arns), 100):  # DescribeTasks takes at most 100
+            resp = self._call(self.ecs, "describe_tasks", cluster=cluster, tasks=arns[i:i + 100])
+            tasks += [{"id": t["taskArn"].rsplit("/", 1)[-1], "startedBy": t.get("startedBy", ""),
+                       "taskDefinitionArn": t.get("taskDefinitionArn", "")}
+                      for t in resp.get("tasks", []) if t.get("lastStatus", "RUNNING") == "RUNNING"]
+        return tasks
+
     # ------------------------------------------------------------------ logs
 
     def log_events(self, group: str, start_ms: int, end_ms: int, pattern: str | None = None) -> Iterator[dict]:

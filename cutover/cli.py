@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--poll", type=_duration, metavar="DURATION", help="poll interval (default: config, 15s; >= 1s)")
     t.add_argument("--short-watch", action="store_true",
                    help="accept a watch below the runbook's 30m floor outside the sandbox, on purpose")
+    t.add_argument("--no-sentinel", action="store_true",
+                   help="run without the sentinel caller: the report records the watch as unverified")
 
     parser = argparse.ArgumentParser(
         prog="python -m cutover",
@@ -154,6 +156,32 @@ def _check_files(cfg: Any) -> None:
         if path and not Path(path).is_file():
             raise ConfigError(cfg.source, f"cutover.probes.{key}", f"file not found: {path}",
                               "point it at the enrolled probe certificate files on this machine")
+
+
+def _sentinel_key(args: argparse.Namespace, cfg: Any) -> str | None:
+    """The sentinel's API key, from the environment variable or file the config names (never YAML).
+    Outside the sandbox a strict run without one is refused unless --no-sentinel says so."""
+    if getattr(args, "no_sentinel", False) or getattr(args, "target", "strict") == "advisory" \
+            or getattr(args, "dry_run", False):
+        return None
+    s = cfg.cutover.probes.sentinel
+    required = not args.sandbox and cfg.environment != "sandbox"
+    fix_off = "or pass --no-sentinel (the report then records the watch as unverified)"
+    if s is None:
+        if required:
+            raise ConfigError(cfg.source, "cutover.probes.sentinel", "missing: nothing would prove the watch can see "
+                              "a hurt caller", f"add caller and api_key_env (README: the sentinel), {fix_off}")
+        return None
+    if s.api_key_file:
+        path = Path(s.api_key_file)
+        key = path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+        where, fix = f"file {s.api_key_file}", f"put the sentinel's API key in {s.api_key_file}"
+    else:
+        key = os.environ.get(s.api_key_env or "", "").strip()
+        where, fix = f"${s.api_key_env}", f"export {s.api_key_env}=<the sentinel's API key>"
+    if not key and required:
+        raise ConfigError(cfg.source, "cutover.probes.sentinel", f"{where} holds no API key", f"{fix}, {fix_off}")
+    return key or None
 
 
 def _check_timing(args: argparse.Namespace, cfg: Any) -> None:
@@ -260,7 +288,9 @@ def run_command(args: argparse.Namespace, ui: Any, out: Any) -> int:
             endpoint_env = getattr(world, "env", None)
         elif args.command in ("mtls", "probe") and not dry_run:
             _check_files(cfg)
-        engine = build(cfg, ui=ui, profile=args.profile, region=args.region, endpoint_env=endpoint_env)
+        sentinel = _sentinel_key(args, cfg) if args.command in ("mtls", "resume") else None
+        engine = build(cfg, ui=ui, profile=args.profile, region=args.region, endpoint_env=endpoint_env,
+                       sentinel_key=sentinel)
         if args.command in ("resume", "rollback") and not args.sandbox:
             last = engine.journal.load()  # read-only: probe files matter only if there is a run to act on
             if last is not None and last.previous_version is not None:

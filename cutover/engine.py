@@ -28,7 +28,7 @@ from cutover.aws import Aws, Parameter
 from cutover.exitcodes import ExitCode
 from cutover.lockstore import JournalStore, Lock, LockHeld, LockLost, LockView, iso
 from cutover.mtls import GateCounts, GateVerdict, gate_filter_pattern, judge_gate
-from cutover.probes import ProbeResult, ProbeSpec
+from cutover.probes import NO_CERT, ProbeResult, ProbeSpec
 from cutover.watch import WATCH_FILTER, LogCursor, Watcher, WatchSummary
 from cutover_core.flag import MODE_PATH, read_mode, with_mode
 from cutover_core.journal import (
@@ -175,7 +175,7 @@ class Cutover:
         `service`: the ECS description the caller already holds (preflight's), to avoid a re-read."""
         g = self.cfg.cutover.gate
         now = self.clock()
-        counts = GateCounts(g)
+        counts = GateCounts(g, self.cfg.access_log)
         for ev in self.aws.log_events(self.cfg.observability.log_group_name, int((now - g.lookback) * 1000),
                                       int(now * 1000), gate_filter_pattern(g)):
             counts.add(ev["message"])
@@ -445,6 +445,7 @@ class Cutover:
 
     def _probe(self, j: Journal, out: Outcome) -> None:
         t = self._begin(j, "probe")
+        self._start_watcher(j)
         results = self._probes_while_watching(j, out, j.target)
         out.probes = results
         self.ui.probes(results)
@@ -458,12 +459,67 @@ class Cutover:
                 # Rolling "back" to strict would re-break whoever this run is trying to unbreak.
                 raise Stop(ExitCode.FAILED, "probe_failed", msg + " (advisory is deployed; investigate the gateway)")
             raise NeedsRollback(msg)
-        if j.target == "strict":
-            j.watch_started = self.clock()
-            j.watch_until = j.watch_started + j.watch_window
-            self._done(j, "probe", f"{total} probes as expected for {j.target}", t, RunState.WATCHING)
-        else:
+        if j.target != "strict":
             self._done(j, "probe", f"{total} probes as expected for {j.target}", t, RunState.DONE)
+            return
+        j.record("probe", "done", self.clock(), f"{total} probes as expected for {j.target}")
+        self.journal.save(j)
+        self.ui.step("probe", "done", f"{total} probes as expected for {j.target}", self.clock() - t)
+        t = self.clock()
+        proof = self._prove(j, out)
+        j.watch_started = self.clock()
+        j.watch_until = j.watch_started + j.watch_window
+        self._done(j, "proof", proof, t, RunState.WATCHING)
+
+    def _prove(self, j: Journal, out: Outcome) -> str:
+        """The watch proves it can see: the sentinel's 403s come back as a hurt caller's would (its
+        caller logged, only its marker telling it apart), and every running task's own log stream
+        shows a strict 403 of this run. Within the ingestion allowance, or the run rolls back."""
+        spec, allowance = self.probe_spec, self.cfg.cutover.overlap
+        tasks = {t["id"] for t in self.aws.running_tasks(*self.svc)}
+        deadline = self.clock() + allowance
+        extra_round_at = self.clock()
+        caller_field = self.cfg.access_log.caller_field
+        while True:
+            self._tick(j, out, watching=True, force=True)
+            w = self.watcher
+            assert w is not None
+            for stream, access in w.sentinel_lines:
+                if access.caller != spec.sentinel_caller:
+                    got = f"{caller_field}={access.caller!r}" if access.caller else f"no '{caller_field}'"
+                    raise NeedsRollback(
+                        f"the watch is blind: the sentinel's 403 on {access.route} ({stream}) was logged with {got}, "
+                        f"expected {spec.sentinel_caller!r}; a hurt caller would look unauthenticated. Fix "
+                        "access_log.caller_field, or have the gateway resolve the API key before its mTLS check")
+            seen = {s.rsplit("/", 1)[-1] for s in w.own_403_streams} | {s.rsplit("/", 1)[-1] for s, _ in w.sentinel_lines}
+            missing_tasks = sorted(tasks - seen)
+            routes = {a.route for _, a in w.sentinel_lines}
+            missing_routes = [r for r in spec.routes if r not in routes] if spec.sentinel_key else []
+            if not missing_tasks and not missing_routes:
+                break
+            now = self.clock()
+            if now >= deadline:
+                if missing_routes and not routes:
+                    raise NeedsRollback(
+                        f"the watch is blind: none of the sentinel's requests showed up in "
+                        f"{self.cfg.observability.log_group_name} within {format_duration(allowance)} (the "
+                        "ingestion allowance, cutover.overlap); check the log group and the access-log fields")
+                if missing_routes:
+                    raise NeedsRollback(f"the sentinel's 403 never showed up for {', '.join(missing_routes)} within "
+                                        f"{format_duration(allowance)}: the watch cannot be trusted on those routes")
+                raise NeedsRollback(f"task(s) {', '.join(missing_tasks)} show no strict 403 in their own log stream "
+                                    f"within {format_duration(allowance)}: they may have started with the old value")
+            if missing_tasks and now - extra_round_at >= self.poll:
+                extra_round_at = now  # the load balancer may not have sent a probe to every task yet
+                self.probe_fn(spec, mode=j.target, tasks=len(tasks), run_id=j.run_id, kinds=(NO_CERT,))
+            self.sleep(min(self.poll, max(deadline - now, 0.01)))
+        j.sentinel = "verified" if spec.sentinel_key else "unverified"
+        if not spec.sentinel_key:
+            out.warnings.append("watch unverified: no sentinel (--no-sentinel): nothing proved that a hurt caller's "
+                                "403 would be recognised")
+        sentinel = (f"sentinel {spec.sentinel_caller!r} seen as a hurt caller would be on {len(routes)} route(s); "
+                    if spec.sentinel_key else "no sentinel (watch unverified); ")
+        return f"{sentinel}{len(tasks)}/{len(tasks)} task(s) proven strict from their own log streams"
 
     def _probes_while_watching(self, j: Journal, out: Outcome, mode: str) -> list[ProbeResult]:
         """Run the probe round in a thread and keep the watch polling until it ends."""
@@ -538,6 +594,11 @@ class Cutover:
         if self.watcher is not None:
             hit = self.watcher.poll(now)
             self._summary(j, out)
+            if hit is not None and hit.caller == self.probe_spec.sentinel_caller:
+                f = self.cfg.access_log
+                raise NeedsRollback(f"the watch is blind: the sentinel's own 403 on {hit.route} was logged without "
+                                    f"its marker (no '{f.run_id_field}', user agent not kept in '{f.user_agent_field}'); "
+                                    "fix access_log.run_id_field/user_agent_field")
             if hit is not None:
                 raise NeedsRollback(f"legitimate caller {hit.caller!r} got 403 on {hit.route} at "
                                     f"{iso(hit.timestamp_ms / 1000)}")

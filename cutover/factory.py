@@ -13,7 +13,7 @@ from envconfig import EnvConfig
 def build(cfg: EnvConfig, *, ui: Any, aws: Any = None, clock: Callable[[], float] = time.time,
           sleep: Callable[[float], None] = time.sleep, probe: Callable[..., Any] | None = None,
           profile: str | None = None, region: str | None = None, endpoint_env: dict[str, str] | None = None,
-          run_id: Callable[[], str] | None = None) -> Any:
+          run_id: Callable[[], str] | None = None, sentinel_key: str | None = None) -> Any:
     """An engine for `cfg`. Without `aws`, boto3's standard chain (profile, env credentials,
     AWS_ENDPOINT_URL) builds the clients; `endpoint_env` (the sandbox's endpoint and credentials)
     is given to boto3 directly, never through os.environ."""
@@ -24,4 +24,4 @@ def build(cfg: EnvConfig, *, ui: Any, aws: Any = None, clock: Callable[[], float
     if aws is None:
         aws = Aws.from_environment(region=region or cfg.region, profile=profile, sleep=sleep, overrides=endpoint_env)
     return Cutover(cfg, aws=aws, clock=clock, sleep=sleep, probe=probe or run_probes,
-                   probe_spec=ProbeSpec.from_config(cfg), ui=ui, run_id=run_id)
+                   probe_spec=ProbeSpec.from_config(cfg, sentinel_key=sentinel_key), ui=ui, run_id=run_id)

@@ -49,9 +49,11 @@ def gate_filter_pattern(gate: Gate) -> str:
 @dataclass
 class GateCounts:
     gate: Gate
+    fields: AccessLog = field(default_factory=AccessLog)
     patterns: Counter[str] = field(default_factory=Counter)
     routes: Counter[str] = field(default_factory=Counter)
     excluded: int = 0
+    own: int = 0      # lines of any cutover run's probes or sentinel: never bypass traffic
     scanned: int = 0
 
     def __post_init__(self) -> None:
@@ -62,6 +64,9 @@ class GateCounts:
 
     def add(self, message: str) -> None:
         self.scanned += 1
+        if is_own_traffic(message, self.fields):
+            self.own += 1  # after a rollback, the tool's own probes must not turn the next gate RED
+            return
         for p in self.gate.patterns:
             if p not in message:
                 continue
@@ -170,6 +175,15 @@ def parse_access(message: str, fields: AccessLog) -> AccessEvent | None:
         user_agent=str(data.get(fields.user_agent_field) or ""),
         run_id=str(data.get(fields.run_id_field) or ""),
     )
+
+
+def is_own_traffic(message: str, fields: AccessLog) -> bool:
+    """A line the tool itself caused: an access line with the run-id field or the probe user agent,
+    or any text carrying the probe user agent (where the gateway logs it)."""
+    if PROBE_USER_AGENT in message:
+        return True
+    access = parse_access(message, fields)
+    return access is not None and access.marked
 
 
 def classify_403(event: AccessEvent) -> str | None:

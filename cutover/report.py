@@ -107,6 +107,7 @@ def gate_table(verdict: GateVerdict) -> str:
     rows = [[f'"{p}"' + (f" (excl. {', '.join(c.gate.broad_excludes)})" if p == c.gate.broad_pattern else ""), n]
             for p, n in c.patterns.items()]
     rows += [[r, n] for r, n in c.routes.items()]
+    rows.append(["cutover probes and sentinel (excluded)", c.own])
     return table(["Pattern", f"Past {format_duration(c.gate.lookback)} matches"], rows)
 
 
@@ -174,6 +175,9 @@ def markdown(outcome: Outcome, *, sandbox: bool = False) -> str:
         if j.watch_started is not None:
             out.append(f"**Watch window began:** {iso(j.watch_started)} (the watch itself ran from the flip, "
                        f"{iso(j.flipped_at or j.started)})  ")
+        if j.target == "strict" and j.sentinel:
+            out.append("**Watch:** " + ("verified by the sentinel (a hurt caller's 403 is seen, on every task)"
+                                        if j.sentinel == "verified" else "UNVERIFIED (run without a sentinel)") + "  ")
         if j.restore is not None:
             out.append(f"**Restore:** {j.restore.rule} by the {j.restore.by}"
                        + (f" (v{j.restore.foreign_version} was someone else's: only the flag went back)"

@@ -22,7 +22,7 @@ from cutover.aws import Aws
 from cutover.engine import Cutover
 from cutover.factory import build
 from cutover.mtls import read_mode
-from cutover.probes import ENROLLED, FORGED, NO_CERT, ProbeResult, ProbeSpec, expectations
+from cutover.probes import ENROLLED, FORGED, NO_CERT, SENTINEL, UNTRUSTED, ProbeResult, ProbeSpec, expectations
 from cutover.report import ConsoleUi
 from cutover.sandbox.provision import provision
 from envconfig import EnvConfig
@@ -117,7 +117,19 @@ class ScriptedEcs(Faulty):
             return self._update_service
         if op == "describe_services":
             return self._describe_services
+        if op == "list_tasks":
+            return self._list_tasks
+        if op == "describe_tasks":
+            return self._describe_tasks
         return super().__getattr__(op)
+
+    def _list_tasks(self, **kwargs: Any) -> Any:
+        arn = f"arn:aws:ecs:{self.world.cfg.region}:123456789012:task/{self.world.cfg.service.cluster_name}"
+        return {"taskArns": [f"{arn}/{tid}" for tid in self.world.task_ids]}
+
+    def _describe_tasks(self, **kwargs: Any) -> Any:
+        return {"tasks": [{"taskArn": a, "lastStatus": "RUNNING", "startedBy": self.world._old_id}
+                          for a in kwargs["tasks"]], "failures": []}
 
     def _update_service(self, **kwargs: Any) -> Any:
         resp = super().__getattr__("update_service")(**kwargs)
@@ -150,6 +162,12 @@ class World:
     _active: dict | None = None
     _old_id: str = "ecs-svc/initial"
     ssm_written: dict = field(default_factory=dict)  # (name, version) -> fake time of the write
+    task_ids: list[str] = field(default_factory=lambda: ["a" * 32, "b" * 32])
+    sentinel_caller_logged: bool = True     # False: the gateway checks mTLS before the API key (a blind watch)
+    silent_tasks: set[str] = field(default_factory=set)  # tasks whose log lines never arrive
+    probe_lines: int = 0
+    _streams: set = field(default_factory=set)
+    _rr: int = 0
 
     # ---------------------------------------------------------------- ECS rollouts
 
@@ -166,6 +184,7 @@ class World:
             if a["state"] == "COMPLETED":
                 self.deployed_mode = a["mode"]  # new tasks read the parameter when they started
                 self._old_id = a["id"]
+                self.task_ids = [f"{self.rollouts:02d}{c * 30}" for c in "cd"[:len(self.task_ids)]]
 
     def deployments(self, moto_dep: dict) -> list[dict]:
         a = self._active
@@ -180,25 +199,48 @@ class World:
 
     # ---------------------------------------------------------------- gateway model
 
-    def probe(self, spec: ProbeSpec, *, mode: str, tasks: int, run_id: str) -> list[ProbeResult]:
+    def probe(self, spec: ProbeSpec, *, mode: str, tasks: int, run_id: str,
+              kinds: tuple[str, ...] | None = None) -> list[ProbeResult]:
+        """Answers as tasks that read the parameter when they started, and logs every request in
+        the answering task's own stream (awslogs: gateway/gateway/<task-id>), round robin."""
         strict = self.deployed_mode == "strict"
-        status = {NO_CERT: 403 if strict else 401, FORGED: 403 if strict else 401, ENROLLED: 401}
+        refused = 403 if strict else 401
+        status = {NO_CERT: refused, FORGED: refused, UNTRUSTED: refused, ENROLLED: 401,
+                  SENTINEL: 403 if strict else 400}
         status.update(self.probe_override or {})
         n = spec.per_task * max(tasks, 1)
         expect = expectations(mode)
-        return [ProbeResult(r, k, expect[k], (status[k],) * n) for r in spec.routes for k in (NO_CERT, FORGED, ENROLLED)]
+        kinds = kinds or spec.kinds(mode)
+        for r in spec.routes:
+            for k in kinds:
+                for _ in range(n):
+                    self._log_probe(r, k, status[k], run_id, spec)
+        return [ProbeResult(r, k, expect[k], (status[k],) * n) for r in spec.routes for k in kinds]
+
+    def _log_probe(self, route: str, kind: str, status: int, run_id: str, spec: ProbeSpec) -> None:
+        task = self.task_ids[self._rr % len(self.task_ids)]
+        self._rr += 1
+        if task in self.silent_tasks:
+            return
+        sentinel = kind == SENTINEL
+        caller = spec.sentinel_caller if sentinel and self.sentinel_caller_logged else ""
+        agent = f"brainstorm-cutover-probe/{run_id}" + (" sentinel" if sentinel else "")
+        self.probe_lines += 1
+        self.log(at=self.clock.now, route=route, status=status, caller=caller or "", user_agent=agent, run_id=run_id,
+                 stream=f"gateway/gateway/{task}")
 
     # ---------------------------------------------------------------- logs
 
     def log(self, *, at: float, route: str = "/v1/agent/delegate", status: int = 200, caller: str = "",
-            user_agent: str = "curl/8", run_id: str = "", text: str | None = None) -> None:
+            user_agent: str = "curl/8", run_id: str = "", text: str | None = None,
+            stream: str = "gateway/test") -> None:
         message = text if text is not None else json.dumps(
             {"path": route, "status": status, "caller": caller, "userAgent": user_agent, "cutoverRunId": run_id})
         logs = self.clients["logs"]
         group = self.cfg.observability.log_group_name
-        stream = "gateway/test"
-        if not logs.describe_log_streams(logGroupName=group, logStreamNamePrefix=stream)["logStreams"]:
+        if stream not in self._streams:
             logs.create_log_stream(logGroupName=group, logStreamName=stream)
+            self._streams.add(stream)
         logs.put_log_events(logGroupName=group, logStreamName=stream,
                             logEvents=[{"timestamp": int(at * 1000), "message": message}])
 
@@ -236,7 +278,7 @@ class World:
     # ---------------------------------------------------------------- the tool, as a fresh process would build it
 
     def cutover(self, *, faults: dict[str, dict[str, list[Any]]] | None = None, interactive: bool = False,
-                answers: str = "") -> tuple[Cutover, io.StringIO]:
+                answers: str = "", sentinel_key: str | None = "key-cutover-sentinel") -> tuple[Cutover, io.StringIO]:
         faults = faults or {}
         clients = {n: Faulty(c, faults.get(n)) for n, c in self.clients.items()}
         clients["ssm"] = FakeTimeSsm(self.clients["ssm"], self.clock, self.ssm_written)
@@ -247,7 +289,7 @@ class World:
         out = io.StringIO()
         ui = ConsoleUi(out, interactive=interactive, answers=io.StringIO(answers))
         engine = build(self.cfg, ui=ui, aws=aws, clock=self.clock, sleep=self.clock.sleep, probe=self.probe,
-                       run_id=lambda: f"run-{int(self.clock.now)}")
+                       run_id=lambda: f"run-{int(self.clock.now)}", sentinel_key=sentinel_key)
         return engine, out
 
 

@@ -25,6 +25,7 @@ def aws(config_dir, monkeypatch, tmp_path):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("BRAINSTORM_CUTOVER_SENTINEL_KEY", "key-of-the-sentinel")
     with mock_aws():
         cfg = load("production", config_dir)
         clients = {n: boto3.client(n, region_name=cfg.region) for n in SERVICES}
@@ -190,3 +191,16 @@ def test_every_command_ends_with_the_same_result_form(aws, config_dir, capsys):
         run(config_dir, *argv)
         lines = [x.strip() for x in capsys.readouterr().out.splitlines() if x.strip()]
         assert any(line.startswith("RESULT: ") and "(exit " in line for line in lines), (argv, lines[-3:])
+
+
+def test_production_refuses_to_run_without_its_sentinel_unless_told(aws, config_dir, tmp_path, capsys, monkeypatch):
+    path = config_dir / "production.yaml"
+    for name in ("probe-client.pem", "probe-client.key"):
+        (tmp_path / name).write_text("x")
+    path.write_text(path.read_text().replace("/etc/brainstorm/cutover/", f"{tmp_path}/"))
+    monkeypatch.delenv("BRAINSTORM_CUTOVER_SENTINEL_KEY")
+    assert run(config_dir, "mtls", "--strict", "--yes") == 2
+    err = capsys.readouterr().err
+    assert "cutover.probes.sentinel: $BRAINSTORM_CUTOVER_SENTINEL_KEY holds no API key" in err and "--no-sentinel" in err
+    cfg, clients = aws
+    assert untouched(cfg, clients)

@@ -13,7 +13,7 @@ from cutover.lockstore import Lock
 from envconfig import load
 from tests.fakes import Crash, client_error, make_world
 
-FORWARD_STEPS = ("flip", "redeploy", "probe", "watch")
+FORWARD_STEPS = ("flip", "redeploy", "probe", "proof", "watch")
 DONE, INTERRUPTED, ROLLBACK_FAILED, ROLLED_BACK = "done", "interrupted", "rollback_failed", "rolled_back"
 
 YES = Options(target="strict", yes=True)
@@ -68,10 +68,13 @@ def test_clean_cutover_flips_redeploys_probes_watches_and_finishes(world):
     j = world.journal()
     assert j["state"] == DONE and j["previous_version"] == 1 and j["new_version"] == 2
     assert [s["step"] for s in j["steps"] if s["status"] == "done"] == [
-        "preflight", "gate", "confirm", "flip", "redeploy", "probe", "watch", "finish"]
+        "preflight", "gate", "confirm", "flip", "redeploy", "probe", "proof", "watch", "finish"]
+    assert j["sentinel"] == "verified"
     assert world.clock.slept >= 30 * 60, "the whole 30-minute window was watched"
     assert outcome.watch.mesh_write_requests == 6
-    assert outcome.watch.forbidden == {"probe": 1, "unauthenticated": 1}
+    f = outcome.watch.forbidden
+    assert f["unauthenticated"] == 1 and "legitimate" not in f and f["sentinel"] == 4 * 6
+    assert f["probe"] == 1 + 4 * 3 * 6, "another run's probe line, and this run's probes (4 routes x 3 kinds x 6)"
     assert outcome.config_mode == "strict", "the CLI is told what config/production.yaml must now say"
     labels = world.clients["ssm"].get_parameter_history(Name=world.cfg.gateway.parameter_name)["Parameters"]
     assert [p.get("Labels") for p in labels] == [[f"cutover-{outcome.run_id}-before"],
@@ -267,7 +270,8 @@ def test_probe_and_unauthenticated_403s_do_not_roll_back(world):
     engine, _ = world.cutover()
     outcome = engine.run(YES)
     assert outcome.code == 0, outcome.message
-    assert outcome.watch.forbidden == {"probe": 20, "unauthenticated": 20}
+    f = outcome.watch.forbidden
+    assert f["unauthenticated"] == 20 and f["probe"] >= 20 and "legitimate" not in f
 
 
 def test_a_throttling_burst_is_survived(world):
@@ -355,7 +359,8 @@ def crash_after(engine, step: str, status: str = "done") -> None:
     engine.journal.save = save
 
 
-AFTER = {"confirm": "flipping", "flip": "deploying", "redeploy": "probing", "probe": "watching", "watch": "done"}
+AFTER = {"confirm": "flipping", "flip": "deploying", "redeploy": "probing", "probe": "probing", "proof": "watching",
+         "watch": "done"}
 
 
 @pytest.mark.parametrize("step", ("confirm", *FORWARD_STEPS))
@@ -381,7 +386,7 @@ def test_killed_after_each_step_status_tells_the_truth_and_rollback_restores(wor
     assert world.rollouts == {"confirm": 0, "flip": 1}.get(step, 2)
 
 
-@pytest.mark.parametrize("step", ("confirm", *FORWARD_STEPS[:3]))
+@pytest.mark.parametrize("step", ("confirm", *FORWARD_STEPS[:4]))
 def test_killed_after_each_step_resume_completes_the_run(world, step):
     engine, _ = world.cutover()
     crash_after(engine, step)
@@ -567,19 +572,16 @@ def test_flip_keeps_the_parameter_type_and_tier(world):
     assert meta["Tier"] == "Advanced" and meta["Type"] == "String" and world.mode() == "strict"
 
 
-def test_a_caller_field_that_is_never_set_is_called_out(config_dir):
+def test_a_caller_field_that_is_never_set_makes_the_watch_blind_and_rolls_back(config_dir):
     path = config_dir / "production.yaml"
     path.write_text(path.read_text().replace("  caller_field: caller ", "  caller_field: principal "))
     with mock_aws():
         world = make_world(load("production", config_dir))
-        for i in range(3):
-            world.log(at=world.clock.now + 60 + i, status=200, caller="sandbox-agents")
-        engine, out = world.cutover()
+        engine, _ = world.cutover()
         outcome = engine.run(YES)
-        assert outcome.code == 0 and outcome.watch.authenticated_requests == 0
-        assert "WARNING: no request carried 'principal'" in str(outcome.journal.steps)
-        assert any("principal" in w for w in outcome.warnings)
-        assert "[  WARN]" in out.getvalue()
+        assert outcome.code == 4 and "the watch is blind" in outcome.message
+        assert "no 'principal'" in outcome.message and "access_log.caller_field" in outcome.message
+        assert world.mode() == "advisory" and world.lock() is None
 
 
 def test_a_hundred_versions_with_a_labelled_oldest_do_not_block_the_flip_or_the_rollback(world):

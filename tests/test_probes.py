@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cutover.mtls import with_mode
-from cutover.probes import ENROLLED, FORGED, NO_CERT, ProbeSpec, run_probes
+from cutover.probes import ENROLLED, FORGED, NO_CERT, UNTRUSTED, ProbeSpec, run_probes
 from cutover.sandbox.gateway import Front, GatewaySettings, Task
 from cutover.sandbox.pki import make_pki, verify_client_pem
 from envconfig import render_document
@@ -72,8 +72,8 @@ def test_strict_gateway_answers_403_without_a_cert_and_to_a_forged_header(pki, g
     front, lines = gateway("strict")
     results = run_probes(spec(pki, front), mode="strict", tasks=2, run_id="run-1")
     assert all(r.ok for r in results), [(r.kind, r.statuses) for r in results]
-    assert by_kind(results) == {NO_CERT: {403}, FORGED: {403}, ENROLLED: {401}}
-    assert sum(len(r.statuses) for r in results) == len(ROUTES) * 3 * 3 * 2, "routes x kinds x 3 x tasks"
+    assert by_kind(results) == {NO_CERT: {403}, FORGED: {403}, UNTRUSTED: {403}, ENROLLED: {401}}
+    assert sum(len(r.statuses) for r in results) == len(ROUTES) * 4 * 3 * 2, "routes x kinds x 3 x tasks"
     logged = lines.access()
     assert {e["task"] for e in logged} == {"t0", "t1"}, "every task behind the front was reached"
     assert all(e["cutoverRunId"] == "run-1" and e["userAgent"].startswith("brainstorm-cutover-probe") for e in logged)
@@ -91,7 +91,7 @@ def test_a_gateway_that_does_not_enforce_is_caught(pki, gateway):
     front, _ = gateway("advisory")  # the flag flipped but the tasks never restarted
     results = run_probes(spec(pki, front), mode="strict", tasks=2, run_id="run-3")
     wrong = {r.kind for r in results if not r.ok}
-    assert wrong == {NO_CERT, FORGED}
+    assert wrong == {NO_CERT, FORGED, UNTRUSTED}
 
 
 def test_tls_server_verification_stays_on(pki, gateway, tmp_path):

