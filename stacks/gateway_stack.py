@@ -46,14 +46,17 @@ class GatewayStack(Stack):
             environment=config.environment, network=config.network, service=config.service,
             scaling=config.scaling, database=config.database,
             gateway_parameter=self.gateway_config.parameter, log_group=self.log_group,
+            deployment_alarm_names=config.observability.deployment_alarms,
         )
         self.observability = GatewayObservability(
             self, "Observability",
             environment=config.environment, observability=config.observability,
             access_log=config.access_log, log_group=self.log_group,
-            alb=self.gateway.alb, target_group=self.gateway.target_group,
-            service=self.gateway.service,
+            alb=self.gateway.alb, target_groups=self.gateway.target_groups,
+            service=self.gateway.service, source=config.source or f"config/{config.environment}.yaml",
         )
+        # The service names its deployment alarms by (config-derived) name: they must exist first.
+        self.gateway.service.node.add_dependency(*self.observability.deployment_alarms)
         self.operator_policy = CutoverOperatorPolicy(
             self, "CutoverOperator",
             environment=config.environment, ssm_prefix=config.ssm_prefix,
@@ -65,3 +68,6 @@ class GatewayStack(Stack):
         CfnOutput(self, "AlbDnsName", value=self.gateway.alb.load_balancer_dns_name)
         CfnOutput(self, "GatewayConfigParameter", value=config.gateway.parameter_name)
         CfnOutput(self, "OperatorPolicyArn", value=self.operator_policy.policy.managed_policy_arn)
+        if config.service.deployment.traffic_shifting:
+            # The cutover's probes reach only the new revision here: https://<host>:<port>/...
+            CfnOutput(self, "TestListenerPort", value=str(config.service.deployment.test_listener_port))
