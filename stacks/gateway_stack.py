@@ -61,8 +61,11 @@ class GatewayStack(Stack):
             self, "CutoverOperator",
             environment=config.environment, ssm_prefix=config.ssm_prefix,
             gateway_parameter_name=config.gateway.parameter_name,
-            service=self.gateway.service, log_group=self.log_group,
-            alarm_arns=[a.alarm_arn for a in self.observability.alarms],
+            service=self.gateway.service, cluster=self.gateway.cluster,
+            cluster_name=config.service.cluster_name, service_name=config.service.service_name,
+            log_group=self.log_group,
+            # Guard alarms (the gate) and the legitimate-403 deployment alarm (watch and status).
+            alarm_arns=[a.alarm_arn for a in (*self.observability.alarms, self.observability.legitimate_403_alarm)],
         )
 
         CfnOutput(self, "AlbDnsName", value=self.gateway.alb.load_balancer_dns_name)

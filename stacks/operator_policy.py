@@ -25,6 +25,9 @@ class CutoverOperatorPolicy(Construct):
         ssm_prefix: str,
         gateway_parameter_name: str,
         service: ecs.FargateService,
+        cluster: ecs.ICluster,
+        cluster_name: str,
+        service_name: str,
         log_group: logs.ILogGroup,
         alarm_arns: list[str],
     ) -> None:
@@ -36,6 +39,11 @@ class CutoverOperatorPolicy(Construct):
 
         gateway_param = param_arn(gateway_parameter_name)
         cutover_params = param_arn(f"{ssm_prefix}/cutover/*")
+        # arn:aws:ecs:<region>:<account>:service-deployment/<cluster>/<service>/<id> (ECS docs,
+        # "Permissions required for viewing Amazon ECS service deployments").
+        deployment_ids = f"{cluster_name}/{service_name}/*"
+        service_deployments = stack.format_arn(service="ecs", resource="service-deployment",
+                                               resource_name=deployment_ids)
         self.policy = iam.ManagedPolicy(
             self, "Policy",
             managed_policy_name=f"brainstorm-router-{environment}-cutover-operator",
@@ -54,8 +62,20 @@ class CutoverOperatorPolicy(Construct):
                     resources=[cutover_params]),
                 iam.PolicyStatement(
                     sid="Service",
-                    actions=["ecs:DescribeServices", "ecs:UpdateService"],
+                    actions=["ecs:DescribeServices", "ecs:UpdateService", "ecs:ListServiceDeployments"],
                     resources=[service.service_arn]),
+                iam.PolicyStatement(
+                    sid="ServiceDeployments",
+                    # StopServiceDeployment(ROLLBACK): the canary rollback that shifts traffic back.
+                    actions=["ecs:DescribeServiceDeployments", "ecs:StopServiceDeployment"],
+                    resources=[service_deployments]),
+                iam.PolicyStatement(
+                    sid="Tasks",
+                    # ListTasks authorizes on container instances, which Fargate tasks do not have;
+                    # the ecs:cluster condition keeps it to this cluster.
+                    actions=["ecs:ListTasks"],
+                    resources=["*"],
+                    conditions={"ArnEquals": {"ecs:cluster": cluster.cluster_arn}}),
                 iam.PolicyStatement(
                     sid="Logs",
                     actions=["logs:FilterLogEvents"],
@@ -77,6 +97,14 @@ class CutoverOperatorPolicy(Construct):
             reason="The cutover lock and journal are created and deleted per run under this one prefix.",
         )
         acknowledge(self.policy,
+            id=f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ecs:{stack.region}:<AWS::AccountId>:"
+               f"service-deployment/{deployment_ids}]",
+            reason="ECS creates a service deployment (and its ARN) per deployment; the ARN is scoped to "
+                   "this cluster and service, only the deployment id is open.",
+        )
+        acknowledge(self.policy,
             id="AwsSolutions-IAM5[Resource::*]",
-            reason="sts:GetCallerIdentity has no resource to scope to (it only says who the operator is).",
+            reason="sts:GetCallerIdentity has no resource to scope to (it only says who the operator is); "
+                   "ecs:ListTasks is limited to this cluster by the ecs:cluster condition (its resource "
+                   "type is the container instance, which Fargate tasks do not have).",
         )

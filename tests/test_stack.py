@@ -377,15 +377,27 @@ def _statements(prod: Template) -> dict[str, dict]:
 
 def test_operator_policy_is_scoped(prod):
     st = _statements(prod)
-    assert set(st) == {"GatewayConfig", "CutoverLockAndJournal", "Service", "Logs", "GuardAlarms", "WhoAmI"}
+    assert set(st) == {"GatewayConfig", "CutoverLockAndJournal", "Service", "ServiceDeployments", "Tasks", "Logs",
+                       "GuardAlarms", "WhoAmI"}
     assert "gateway/config" in json.dumps(st["GatewayConfig"]["Resource"])
     assert "cutover/*" in json.dumps(st["CutoverLockAndJournal"]["Resource"])
-    assert st["Service"]["Resource"] != "*" and "Ref" in json.dumps(st["Service"]["Resource"])
+    service_id, _ = only(prod, "AWS::ECS::Service")
+    assert st["Service"]["Resource"] == {"Ref": service_id}
+    assert "ecs:ListServiceDeployments" in st["Service"]["Action"]
+    assert st["ServiceDeployments"]["Action"] == ["ecs:DescribeServiceDeployments", "ecs:StopServiceDeployment"]
+    assert json.dumps(st["ServiceDeployments"]["Resource"]).endswith(
+        ':service-deployment/brainstorm-router-production/brainstorm-router-production-fargate/*"]]}')
+    cluster_id, _ = only(prod, "AWS::ECS::Cluster")
+    assert st["Tasks"]["Action"] == "ecs:ListTasks"
+    assert st["Tasks"]["Condition"] == {"ArnEquals": {"ecs:cluster": {"Fn::GetAtt": [cluster_id, "Arn"]}}}
     assert st["Logs"]["Resource"] == {"Fn::GetAtt": [_logical_id(prod, "AWS::Logs::LogGroup",
                                                                  "/ecs/brainstorm-router-production"), "Arn"]}
-    assert st["GuardAlarms"]["Resource"] != "*" and len(st["GuardAlarms"]["Resource"]) == 3
-    wildcard = [sid for sid, s in st.items() if s["Resource"] == "*"]
-    assert wildcard == ["WhoAmI"], "only sts:GetCallerIdentity, which has no resource"
+    alarms = prod.find_resources("AWS::CloudWatch::Alarm")
+    described = {alarms[r["Fn::GetAtt"][0]]["Properties"]["AlarmName"] for r in st["GuardAlarms"]["Resource"]}
+    obs = load("production").observability
+    assert described == {*obs.guard_alarms, obs.alarm_legitimate_403}
+    wildcard = sorted(sid for sid, s in st.items() if s["Resource"] == "*")
+    assert wildcard == ["Tasks", "WhoAmI"], "sts:GetCallerIdentity has no resource; ListTasks is held by ecs:cluster"
 
 
 def _logical_id(t: Template, kind: str, name: str) -> str:
