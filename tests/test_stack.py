@@ -462,3 +462,88 @@ def test_synth_with_bad_config_is_one_line_and_exit_2(config_dir):
     lines = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
     assert len(lines) == 1 and "staging.yaml: database.pool_size" in lines[0] and "RDS Proxy" in lines[0]
 
+
+# ---------------------------------------------------------------- the restorer
+
+
+def test_restorer_function_is_python_packaged_from_this_repository(prod):
+    from restorer.handler import ENV_NAMES
+    from stacks.restorer import RUNTIME
+    service_id, _ = only(prod, "AWS::ECS::Service")
+    _, fn = only(prod, "AWS::Lambda::Function")
+    p = fn["Properties"]
+    assert p["Runtime"] == RUNTIME.name == "python3.14" and p["Handler"] == "restorer.handler.handler"
+    assert p["Code"]["S3Key"].endswith(".zip"), "a file asset (no Docker image)"
+    assert p["Environment"]["Variables"] == {
+        "GATEWAY_PARAMETER": "/brainstorm-router/production/gateway/config",
+        "JOURNAL_PARAMETER": "/brainstorm-router/production/cutover/journal",
+        "LOCK_PARAMETER": "/brainstorm-router/production/cutover/lock",
+        "SERVICE_ARN": {"Ref": service_id},
+        "CLUSTER_NAME": "brainstorm-router-production",
+        "SERVICE_NAME": "brainstorm-router-production-fargate",
+    }
+    assert list(p["Environment"]["Variables"]) == list(ENV_NAMES)
+    cfg = load("production")
+    assert (cfg.journal_parameter, cfg.lock_parameter) == (p["Environment"]["Variables"]["JOURNAL_PARAMETER"],
+                                                         p["Environment"]["Variables"]["LOCK_PARAMETER"])
+
+
+def test_restorer_rule_matches_this_services_failed_or_rolling_back_deployments(prod):
+    service_id, _ = only(prod, "AWS::ECS::Service")
+    fn_id, _ = only(prod, "AWS::Lambda::Function")
+    queue_id, _ = only(prod, "AWS::SQS::Queue")
+    _, rule = only(prod, "AWS::Events::Rule")
+    p = rule["Properties"]
+    assert p["EventPattern"] == {
+        "source": ["aws.ecs"],
+        "detail-type": ["ECS Deployment State Change"],
+        "resources": [{"Ref": service_id}],
+        "detail": {"$or": [
+            {"eventName": ["SERVICE_DEPLOYMENT_FAILED"]},
+            {"eventName": ["SERVICE_DEPLOYMENT_IN_PROGRESS"], "reason": [{"wildcard": "*rolling back*"}]},
+        ]},
+    }
+    (target,) = p["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": [fn_id, "Arn"]}
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue_id, "Arn"]}}
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+
+
+def test_restorer_dead_letter_queue_is_encrypted_ssl_only_and_used_by_the_function(prod):
+    queue_id, queue = only(prod, "AWS::SQS::Queue")
+    assert queue["Properties"]["SqsManagedSseEnabled"] is True
+    _, policy = only(prod, "AWS::SQS::QueuePolicy")
+    deny = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+    assert [(d["Action"], d["Condition"]) for d in deny] == [("sqs:*", {"Bool": {"aws:SecureTransport": "false"}})]
+    _, fn = only(prod, "AWS::Lambda::Function")
+    assert fn["Properties"]["DeadLetterConfig"] == {"TargetArn": {"Fn::GetAtt": [queue_id, "Arn"]}}
+
+
+def test_restorer_role_is_least_privilege(prod):
+    _, fn = only(prod, "AWS::Lambda::Function")
+    role_id = fn["Properties"]["Role"]["Fn::GetAtt"][0]
+    role = prod.find_resources("AWS::IAM::Role")[role_id]["Properties"]
+    assert "ManagedPolicyArns" not in role, "no AWSLambdaBasicExecutionRole: its own log group only"
+    (policy,) = [p["Properties"] for p in prod.find_resources("AWS::IAM::Policy").values()
+                 if p["Properties"]["Roles"] == [{"Ref": role_id}]]
+    statements = policy["PolicyDocument"]["Statement"]
+    assert all(s["Resource"] != "*" and "*" not in json.dumps(s["Resource"]) for s in statements)
+    by_sid = {s.get("Sid"): s for s in statements}
+    gateway = json.dumps(by_sid["GatewayConfig"]["Resource"])
+    assert gateway.endswith(':parameter/brainstorm-router/production/gateway/config"]]}')
+    assert by_sid["CutoverJournal"]["Action"] == ["ssm:GetParameter", "ssm:PutParameter"]
+    assert by_sid["CutoverLock"]["Action"] == ["ssm:GetParameter", "ssm:DeleteParameter"]
+    service_id, _ = only(prod, "AWS::ECS::Service")
+    assert by_sid["ForceRedeploy"] == {"Sid": "ForceRedeploy", "Effect": "Allow", "Action": "ecs:UpdateService",
+                                       "Resource": {"Ref": service_id}}
+    actions = {a for s in statements for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
+    assert actions == {"ssm:GetParameter", "ssm:PutParameter", "ssm:LabelParameterVersion", "ssm:GetParameterHistory",
+                       "ssm:UnlabelParameterVersion", "ssm:DeleteParameter", "ecs:UpdateService",
+                       "logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage"}
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_every_environment_has_its_restorer(stacks, env):
+    t = Template.from_stack(stacks[env])
+    t.resource_count_is("AWS::Lambda::Function", 1)
+    t.resource_count_is("AWS::Events::Rule", 1)
