@@ -25,6 +25,7 @@ DEFAULT_CONFIG_DIR = PROJECT_ROOT / "config"
 
 Mode = Literal["advisory", "strict"]
 assert typing.get_args(Mode) == MODES
+Strategy = Literal["rolling", "canary", "blue_green"]
 
 
 class ConfigError(Exception):
@@ -121,6 +122,38 @@ class Network:
 
 
 @dataclass(frozen=True)
+class Deployment:
+    """How ECS replaces tasks. `rolling` keeps the circuit breaker; `canary` and `blue_green` use
+    ECS-native traffic shifting (deployment controller ECS) between two target groups, with the old
+    (blue) tasks kept running for `bake` after production traffic has moved."""
+
+    strategy: Strategy
+    canary_percent: float | None = None    # canary only: share of production traffic on the new tasks first
+    canary_bake: Seconds | None = None     # canary only: how long that share bakes (whole minutes)
+    bake: Seconds | None = None            # canary/blue_green: ECS bakeTimeInMinutes (whole minutes)
+    test_listener_port: int | None = None  # canary/blue_green: HTTPS port that reaches only the new tasks
+
+    @property
+    def traffic_shifting(self) -> bool:
+        return self.strategy != "rolling"
+
+    @property
+    def bake_minutes(self) -> int | None:
+        return None if self.bake is None else int(self.bake // 60)
+
+    @property
+    def canary_bake_minutes(self) -> int | None:
+        return None if self.canary_bake is None else int(self.canary_bake // 60)
+
+
+# Fargate stops a container with SIGKILL at most 120 s after SIGTERM (the stopTimeout maximum). The
+# gateway gets its longest request plus this margin to finish and exit after the last one.
+FARGATE_MAX_STOP_TIMEOUT = 120
+SHUTDOWN_MARGIN = 10
+PRODUCTION_LISTENER_PORT = 443
+
+
+@dataclass(frozen=True)
 class Service:
     cluster_name: str
     service_name: str
@@ -132,6 +165,24 @@ class Service:
     health_check_path: str
     health_check_grace_seconds: int
     certificate_arn: str
+    request_timeout: Seconds      # the gateway's longest request (R20: p50 12-22 s, p95 timeouts)
+    deployment: Deployment
+
+    # Issue 11 §3: a task that leaves the ALB must be allowed to finish what it is serving. ECS
+    # first drains the target (deregistration delay), then sends SIGTERM and waits stopTimeout.
+    @property
+    def deregistration_delay_seconds(self) -> int:
+        return int(self.request_timeout) + SHUTDOWN_MARGIN
+
+    @property
+    def stop_timeout_seconds(self) -> int:
+        return int(self.request_timeout) + SHUTDOWN_MARGIN
+
+    @property
+    def idle_timeout_seconds(self) -> int:
+        # The ALB closes a connection that sends no bytes for this long: a non-streamed LLM answer
+        # at the request timeout must not be cut by the load balancer first (its default is 60 s).
+        return int(self.request_timeout) + SHUTDOWN_MARGIN
 
 
 @dataclass(frozen=True)
@@ -189,8 +240,19 @@ class Observability:
         return f"{self.alarm_prefix}-p95-latency"
 
     @property
+    def alarm_legitimate_403(self) -> str:
+        # 403 on /v1/agent/* for an authenticated caller that is not the cutover tool's own probe or
+        # sentinel: the same class as cutover.mtls.classify_403's LEGITIMATE.
+        return f"{self.alarm_prefix}-legitimate-mesh-write-403"
+
+    @property
     def guard_alarms(self) -> tuple[str, ...]:
         return (self.alarm_5xx, self.alarm_unhealthy, self.alarm_p95)
+
+    @property
+    def deployment_alarms(self) -> tuple[str, ...]:
+        # ECS rolls a deployment back when any of these goes to ALARM during it (and its bake).
+        return (self.alarm_legitimate_403, self.alarm_5xx, self.alarm_unhealthy)
 
 
 @dataclass(frozen=True)
@@ -480,6 +542,74 @@ def _check(cfg: EnvConfig, file: str) -> None:
     if cfg.gateway.parameter_name.rsplit("/gateway/", 1)[0] == cfg.gateway.parameter_name:
         raise ConfigError(file, "gateway.parameter_name", "does not follow the naming convention",
                           f"use /brainstorm-router/{cfg.environment}/gateway/config")
+    _check_service(cfg, file)
+
+
+def _whole_minutes(value: Seconds, key: str, file: str, *, low: int, high: int, example: str) -> None:
+    if value % 60:
+        raise ConfigError(file, key, f"{format_duration(value)} is not a whole number of minutes "
+                          "(ECS counts bake times in minutes)", f"write whole minutes, e.g. {example}")
+    if not low <= value // 60 <= high:
+        raise ConfigError(file, key, f"{format_duration(value)} is out of range",
+                          f"use {low}..{high} minutes, e.g. {example}")
+
+
+def _check_service(cfg: EnvConfig, file: str) -> None:
+    """request_timeout and deployment: the numbers the stack and the cutover tool both read."""
+    svc = cfg.service
+    rt = svc.request_timeout
+    longest = FARGATE_MAX_STOP_TIMEOUT - SHUTDOWN_MARGIN
+    if rt <= 0 or rt != int(rt):
+        raise ConfigError(file, "service.request_timeout", f"{rt:g}s is not a whole positive number of seconds",
+                          "write the gateway's request timeout in whole seconds, e.g. 60s")
+    if rt > longest:
+        raise ConfigError(
+            file, "service.request_timeout",
+            f"{format_duration(rt)} + {SHUTDOWN_MARGIN}s shutdown margin = {int(rt) + SHUTDOWN_MARGIN}s "
+            f"> Fargate's {FARGATE_MAX_STOP_TIMEOUT}s stopTimeout maximum: a task stopped by a redeploy "
+            "or a rollback would be killed mid-request",
+            f"lower the gateway's request timeout to {longest}s or less (and service.request_timeout with it)")
+    d = svc.deployment
+    key = "service.deployment"
+    canary_only = {"canary_percent": d.canary_percent, "canary_bake": d.canary_bake}
+    shifting_only = {"bake": d.bake, "test_listener_port": d.test_listener_port}
+    for name, value in canary_only.items():
+        if d.strategy != "canary" and value is not None:
+            raise ConfigError(file, f"{key}.{name}", f"only applies to strategy canary, not {d.strategy}",
+                              "remove it, or set strategy: canary")
+    for name, value in shifting_only.items():
+        if d.strategy == "rolling" and value is not None:
+            raise ConfigError(file, f"{key}.{name}", "only applies to strategy canary or blue_green, not rolling",
+                              "remove it, or set strategy: canary")
+    if d.strategy == "rolling":
+        return
+    needed = {**(canary_only if d.strategy == "canary" else {}), **shifting_only}
+    for name, value in needed.items():
+        if value is None:
+            kind = {"canary_percent": "number", "test_listener_port": "int"}.get(name, "duration")
+            raise ConfigError(file, f"{key}.{name}", f"missing key (strategy {d.strategy} needs it)",
+                              f"add '{name}: <{kind}>' under service.deployment")
+    if d.strategy == "canary":
+        assert d.canary_percent is not None and d.canary_bake is not None
+        p = d.canary_percent
+        if not 0 < p <= 50 or round(p * 10) != p * 10:
+            raise ConfigError(file, f"{key}.canary_percent", f"{p:g} is out of range",
+                              "use a share of production traffic above 0 and at most 50, in steps of 0.1 (e.g. 10)")
+        _whole_minutes(d.canary_bake, f"{key}.canary_bake", file, low=1, high=1440, example="5m")
+    assert d.bake is not None and d.test_listener_port is not None
+    _whole_minutes(d.bake, f"{key}.bake", file, low=0, high=1440, example="30m")
+    if d.bake < cfg.cutover.watch:
+        # The tool watches through the bake: ECS must not retire the old tasks (the instant undo)
+        # before the watch window is over.
+        need = -(-int(cfg.cutover.watch) // 60)
+        raise ConfigError(file, f"{key}.bake", f"{format_duration(d.bake)} is shorter than cutover.watch "
+                          f"({format_duration(cfg.cutover.watch)}): the old tasks would be gone before the watch ends",
+                          f"set bake to at least {need}m, or shorten cutover.watch")
+    port = d.test_listener_port
+    if not 1 <= port <= 65535 or port == PRODUCTION_LISTENER_PORT:
+        raise ConfigError(file, f"{key}.test_listener_port", f"{port} cannot be the test listener's port",
+                          f"use its own port in 1..65535, not {PRODUCTION_LISTENER_PORT} (the production "
+                          "listener), e.g. 8443")
 
 
 # ---------------------------------------------------------------- loading

@@ -192,6 +192,39 @@ class Aws:
         return self._call(self.ecs, "update_service", cluster=cluster, service=service,
                           forceNewDeployment=True)["service"]
 
+    # Service deployments (ECS-native canary / blue-green). Shapes: botocore's ServiceDeploymentBrief
+    # and ServiceDeployment; statuses: ServiceDeploymentStatus (PENDING, IN_PROGRESS, SUCCESSFUL,
+    # STOPPED, STOP_REQUESTED, ROLLBACK_REQUESTED, ROLLBACK_IN_PROGRESS, ROLLBACK_SUCCESSFUL, ROLLBACK_FAILED).
+
+    def list_service_deployments(self, cluster: str, service: str,
+                                 statuses: tuple[str, ...] | list[str] = ()) -> list[dict]:
+        """ServiceDeploymentBrief dicts, newest first as ECS returns them, every page followed."""
+        kwargs: dict[str, Any] = dict(cluster=cluster, service=service)
+        if statuses:
+            kwargs["status"] = list(statuses)
+        out: list[dict] = []
+        while True:
+            resp = self._call(self.ecs, "list_service_deployments", **kwargs)
+            out += resp.get("serviceDeployments", [])
+            token = resp.get("nextToken")
+            if not token or token == kwargs.get("nextToken"):
+                return out
+            kwargs["nextToken"] = token
+
+    def describe_service_deployments(self, arns: list[str] | tuple[str, ...]) -> list[dict]:
+        """ServiceDeployment dicts (status, lifecycleStage, rollback, alarms...); at most 20 ARNs per call."""
+        out: list[dict] = []
+        arns = list(arns)
+        for i in range(0, len(arns), 20):
+            resp = self._call(self.ecs, "describe_service_deployments", serviceDeploymentArns=arns[i:i + 20])
+            out += resp.get("serviceDeployments", [])
+        return out
+
+    def stop_service_deployment(self, arn: str, stop_type: str = "ROLLBACK") -> str:
+        """ROLLBACK shifts traffic back to the previous revision; returns the stopped deployment's ARN."""
+        return self._call(self.ecs, "stop_service_deployment", serviceDeploymentArn=arn,
+                          stopType=stop_type)["serviceDeploymentArn"]
+
     def running_tasks(self, cluster: str, service: str) -> list[dict]:
         """The service's RUNNING tasks: [{"id", "startedBy", "taskDefinitionArn"}]. The task id is
         the last part of the task ARN, which is also the last part of its awslogs stream name."""

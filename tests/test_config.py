@@ -118,3 +118,63 @@ def test_durations(text, seconds):
 def test_bad_durations(text):
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+# ---------------------------------------------------------------- service.request_timeout and service.deployment
+
+
+def test_deployment_settings_the_tool_reads():
+    prod = load("production").service
+    assert prod.request_timeout == 60 and isinstance(prod.request_timeout, config.Seconds)
+    d = prod.deployment
+    assert (d.strategy, d.canary_percent, d.canary_bake, d.bake, d.test_listener_port) == ("canary", 10, 300, 1800, 8443)
+    assert isinstance(d.canary_bake, config.Seconds) and isinstance(d.bake, config.Seconds)
+    assert d.bake >= load("production").cutover.watch
+    assert (prod.deregistration_delay_seconds, prod.stop_timeout_seconds, prod.idle_timeout_seconds) == (70, 70, 70)
+    assert load("sandbox").service.deployment.strategy == "rolling"
+
+
+@pytest.mark.parametrize("old, new, key, problem", [
+    ("strategy: canary ", "strategy: linear ", "service.deployment.strategy", "'linear' is not allowed"),
+    ("canary_percent: 10 ", "canary_percent: 60 ", "service.deployment.canary_percent", "60 is out of range"),
+    ("canary_percent: 10 ", "canary_percent: 0 ", "service.deployment.canary_percent", "0 is out of range"),
+    ("canary_percent: 10 ", "canary_percent: 2.55 ", "service.deployment.canary_percent", "2.55 is out of range"),
+    ("canary_bake: 5m ", "canary_bake: 90s ", "service.deployment.canary_bake", "1m30s is not a whole number"),
+    ("canary_bake: 5m ", "canary_bake: 0s ", "service.deployment.canary_bake", "0s is out of range"),
+    ("bake: 30m   ", "bake: 30m30s ", "service.deployment.bake", "30m30s is not a whole number of minutes"),
+    ("bake: 30m   ", "bake: 25h ", "service.deployment.bake", "25h is out of range"),
+    ("test_listener_port: 8443", "test_listener_port: 443", "service.deployment.test_listener_port",
+     "443 cannot be the test listener's port"),
+    ("test_listener_port: 8443", "test_listener_port: 70000", "service.deployment.test_listener_port",
+     "70000 cannot be"),
+    ("    test_listener_port: 8443", "", "service.deployment.test_listener_port", "missing key (strategy canary"),
+    ("request_timeout: 60s", "request_timeout: 1.5s", "service.request_timeout", "not a whole positive number"),
+    ("request_timeout: 60s", "request_timeout: 111s", "service.request_timeout",
+     "1m51s + 10s shutdown margin = 121s > Fargate's 120s stopTimeout maximum"),
+])
+def test_bad_deployment_settings_are_one_line_with_the_fix(config_dir, old, new, key, problem):
+    edit(config_dir, "production", old, new)
+    err = error_for(config_dir)
+    assert err.key == key and problem in err.problem, str(err)
+
+
+def test_canary_keys_on_a_rolling_environment_are_refused(config_dir):
+    edit(config_dir, "sandbox", "    strategy: rolling\n", "    strategy: rolling\n    canary_percent: 10\n")
+    err = error_for(config_dir, "sandbox")
+    assert err.key == "service.deployment.canary_percent" and "only applies to strategy canary" in err.problem
+
+
+def test_blue_green_needs_no_canary_keys_but_refuses_them(config_dir):
+    edit(config_dir, "staging", "strategy: canary", "strategy: blue_green")
+    err = error_for(config_dir, "staging")
+    assert err.key == "service.deployment.canary_percent" and "not blue_green" in err.problem
+    assert "remove it, or set strategy: canary" in err.fix
+
+
+def test_the_bake_may_equal_the_watch_and_tiny_sandbox_numbers_load(config_dir):
+    edit(config_dir, "production", "bake: 30m   ", "bake: 30m   ")
+    assert load("production", config_dir).service.deployment.bake_minutes == 30
+    edit(config_dir, "sandbox", "    strategy: rolling\n", "    strategy: canary\n    canary_percent: 10\n"
+         "    canary_bake: 1m\n    bake: 1m\n    test_listener_port: 8443\n")
+    d = load("sandbox", config_dir).service.deployment
+    assert (d.canary_bake_minutes, d.bake_minutes) == (1, 1)

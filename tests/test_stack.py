@@ -28,6 +28,23 @@ def prod(stacks) -> Template:
     return Template.from_stack(stacks["production"])
 
 
+@pytest.fixture(scope="module")
+def rolling(stacks) -> Template:
+    """The sandbox environment deploys rolling (config/sandbox.yaml)."""
+    assert load("sandbox").service.deployment.strategy == "rolling"
+    return Template.from_stack(stacks["sandbox"])
+
+
+def synth(config_dir, env: str) -> Template:
+    return Template.from_stack(GatewayStack(App(), config=load(env, config_dir)))
+
+
+def only(t: Template, kind: str, props: dict | None = None) -> tuple[str, dict]:
+    found = t.find_resources(kind, {"Properties": props} if props else None)
+    assert len(found) == 1, (kind, props, list(found))
+    return next(iter(found.items()))
+
+
 def test_one_stack_per_environment_named_after_it(stacks):
     assert [s.stack_name for s in stacks.values()] == [f"BrainstormRouter-{e}" for e in ENVS]
 
@@ -35,29 +52,134 @@ def test_one_stack_per_environment_named_after_it(stacks):
 # ---------------------------------------------------------------- service
 
 
-def test_service_deploys_safely(prod):
-    prod.has_resource_properties("AWS::ECS::Service", {
-        "ServiceName": "brainstorm-router-production-fargate",
-        "DesiredCount": 2,
-        "LaunchType": "FARGATE",
-        "HealthCheckGracePeriodSeconds": 120,
-        "DeploymentConfiguration": {
-            "DeploymentCircuitBreaker": {"Enable": True, "Rollback": True},
-            "MinimumHealthyPercent": 100,
-            "MaximumPercent": 200,
-        },
-    })
+DEPLOYMENT_ALARMS = ["brainstorm-router-production-legitimate-mesh-write-403",
+                     "brainstorm-router-production-alb-5xx", "brainstorm-router-production-unhealthy-hosts"]
+
+
+def test_rolling_environment_keeps_the_circuit_breaker(rolling):
+    _, svc = only(rolling, "AWS::ECS::Service")
+    conf = svc["Properties"]["DeploymentConfiguration"]
+    assert conf["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
+    assert (conf["MinimumHealthyPercent"], conf["MaximumPercent"]) == (100, 200)
+    assert not {"Strategy", "CanaryConfiguration", "BakeTimeInMinutes"} & set(conf)
+    assert conf["Alarms"] == {"AlarmNames": [n.replace("production", "sandbox") for n in DEPLOYMENT_ALARMS],
+                              "Enable": True, "Rollback": True}
+    assert "AdvancedConfiguration" not in svc["Properties"]["LoadBalancers"][0]
+    assert len(rolling.find_resources("AWS::ElasticLoadBalancingV2::TargetGroup")) == 1
+    rolling.resource_count_is("AWS::ElasticLoadBalancingV2::ListenerRule", 0)
+
+
+def test_production_deploys_by_ecs_native_canary(prod):
+    cfg = load("production")
+    _, svc = only(prod, "AWS::ECS::Service", {"ServiceName": "brainstorm-router-production-fargate"})
+    props = svc["Properties"]
+    assert (props["DesiredCount"], props["LaunchType"], props["HealthCheckGracePeriodSeconds"]) == (2, "FARGATE", 120)
+    assert props.get("DeploymentController", {"Type": "ECS"}) == {"Type": "ECS"}
+    conf = props["DeploymentConfiguration"]
+    assert conf["Strategy"] == "CANARY"
+    assert conf["CanaryConfiguration"] == {"CanaryPercent": 10, "CanaryBakeTimeInMinutes": 5}
+    assert conf["BakeTimeInMinutes"] == 30 and conf["BakeTimeInMinutes"] * 60 >= cfg.cutover.watch
+    assert conf["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
+    assert conf["Alarms"] == {"AlarmNames": DEPLOYMENT_ALARMS, "Enable": True, "Rollback": True}
+    assert list(cfg.observability.deployment_alarms) == DEPLOYMENT_ALARMS
+    # The alarms it names exist in the stack, and the service is created after them.
+    alarms = prod.find_resources("AWS::CloudWatch::Alarm")
+    by_name = {a["Properties"]["AlarmName"]: lid for lid, a in alarms.items()}
+    assert set(DEPLOYMENT_ALARMS) <= set(by_name)
+    assert {by_name[n] for n in DEPLOYMENT_ALARMS} <= set(svc["DependsOn"])
     prod.has_resource_properties("AWS::ECS::Cluster", {"ClusterName": "brainstorm-router-production"})
 
 
-def test_https_listener_uses_mtls_passthrough(prod):
-    prod.has_resource_properties("AWS::ElasticLoadBalancingV2::Listener", {
-        "Port": 443,
-        "Protocol": "HTTPS",
-        "MutualAuthentication": {"Mode": "passthrough"},
-    })
+def test_alternate_target_group_listener_rules_and_infrastructure_role(prod):
+    _, svc = only(prod, "AWS::ECS::Service")
+    (lb,) = svc["Properties"]["LoadBalancers"]
+    adv = lb["AdvancedConfiguration"]
+    blue, green = lb["TargetGroupArn"]["Ref"], adv["AlternateTargetGroupArn"]["Ref"]
+    groups = prod.find_resources("AWS::ElasticLoadBalancingV2::TargetGroup")
+    assert set(groups) == {blue, green}, "exactly two target groups: blue and green"
+    rules = prod.find_resources("AWS::ElasticLoadBalancingV2::ListenerRule")
     listeners = prod.find_resources("AWS::ElasticLoadBalancingV2::Listener")
-    assert len(listeners) == 1, "no plain-HTTP listener"
+    prod_rule, test_rule = rules[adv["ProductionListenerRule"]["Ref"]], rules[adv["TestListenerRule"]["Ref"]]
+    for rule, port in ((prod_rule, 443), (test_rule, 8443)):
+        p = rule["Properties"]
+        assert listeners[p["ListenerArn"]["Ref"]]["Properties"]["Port"] == port
+        assert p["Conditions"] == [{"Field": "path-pattern", "PathPatternConfig": {"Values": ["/*"]}}]
+        (action,) = p["Actions"]
+        assert action["Type"] == "forward"
+        assert action["ForwardConfig"]["TargetGroups"] == [
+            {"TargetGroupArn": {"Ref": blue}, "Weight": 100}, {"TargetGroupArn": {"Ref": green}, "Weight": 0}]
+    role = prod.find_resources("AWS::IAM::Role")[adv["RoleArn"]["Fn::GetAtt"][0]]["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"] == [
+        {"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "ecs.amazonaws.com"}}]
+    assert json.dumps(role["ManagedPolicyArns"]).endswith(
+        ':iam::aws:policy/AmazonECSInfrastructureRolePolicyForLoadBalancers"]]}]')
+    assert "Policies" not in role
+
+
+def test_listeners_are_https_with_mtls_passthrough_and_the_test_listener_has_its_own_port(prod, rolling):
+    listeners = [x["Properties"] for x in prod.find_resources("AWS::ElasticLoadBalancingV2::Listener").values()]
+    assert sorted(x["Port"] for x in listeners) == [443, load("production").service.deployment.test_listener_port]
+    for x in listeners:
+        assert x["Protocol"] == "HTTPS" and x["MutualAuthentication"] == {"Mode": "passthrough"}
+        assert x["Certificates"] == [{"CertificateArn": load("production").service.certificate_arn}]
+        assert [a["Type"] for a in x["DefaultActions"]] == ["forward"], "ECS refuses mixed action types"
+    # Reachable like production (the probes run from the operator's machine).
+    prod.has_resource_properties("AWS::EC2::SecurityGroup", {"SecurityGroupIngress": Match.array_with([
+        Match.object_like({"CidrIp": "0.0.0.0/0", "FromPort": 8443, "ToPort": 8443})])})
+    # Rolling: one listener, no plain HTTP.
+    (only_listener,) = rolling.find_resources("AWS::ElasticLoadBalancingV2::Listener").values()
+    assert only_listener["Properties"]["Port"] == 443
+
+
+def test_stop_timeout_deregistration_delay_and_idle_timeout_come_from_request_timeout(prod, config_dir):
+    def numbers(t: Template) -> tuple[int, set[str], str]:
+        (task,) = t.find_resources("AWS::ECS::TaskDefinition").values()
+        stop = task["Properties"]["ContainerDefinitions"][0]["StopTimeout"]
+        drains = {a["Value"] for g in t.find_resources("AWS::ElasticLoadBalancingV2::TargetGroup").values()
+                  for a in g["Properties"]["TargetGroupAttributes"] if a["Key"] == "deregistration_delay.timeout_seconds"}
+        (alb,) = t.find_resources("AWS::ElasticLoadBalancingV2::LoadBalancer").values()
+        idle = next(a["Value"] for a in alb["Properties"]["LoadBalancerAttributes"]
+                    if a["Key"] == "idle_timeout.timeout_seconds")
+        return stop, drains, idle
+
+    assert load("production").service.request_timeout == 60
+    assert numbers(prod) == (70, {"70"}, "70"), "60s requests + 10s margin, on both target groups"
+    path = config_dir / "production.yaml"
+    path.write_text(path.read_text().replace("request_timeout: 60s", "request_timeout: 95s"))
+    stop, drains, idle = numbers(synth(config_dir, "production"))
+    assert (stop, drains, idle) == (105, {"105"}, "105")
+    assert stop <= 120, "Fargate's stopTimeout maximum"
+
+
+def test_a_request_timeout_that_cannot_fit_fargates_stop_timeout_is_refused(config_dir):
+    path = config_dir / "production.yaml"
+    path.write_text(path.read_text().replace("request_timeout: 60s", "request_timeout: 2m"))
+    with pytest.raises(ConfigError, match=r"2m \+ 10s shutdown margin = 130s > Fargate's 120s stopTimeout"):
+        load("production", config_dir)
+
+
+def test_synth_refuses_a_bake_shorter_than_the_watch(config_dir):
+    path = config_dir / "production.yaml"
+    path.write_text(path.read_text().replace("bake: 30m   ", "bake: 20m   "))
+    with pytest.raises(ConfigError, match=r"service.deployment.bake: 20m is shorter than cutover.watch \(30m\)"):
+        load("production", config_dir)
+
+
+def test_blue_green_environment_synthesizes_without_canary_settings(config_dir):
+    path = config_dir / "staging.yaml"
+    text = path.read_text().replace("strategy: canary", "strategy: blue_green")
+    text = "".join(line for line in text.splitlines(keepends=True) if "canary_percent" not in line
+                   and "canary_bake" not in line)
+    path.write_text(text)
+    stack = GatewayStack(App(), config=load("staging", config_dir))
+    t = Template.from_stack(stack)
+    _, svc = only(t, "AWS::ECS::Service")
+    conf = svc["Properties"]["DeploymentConfiguration"]
+    assert conf["Strategy"] == "BLUE_GREEN" and conf["BakeTimeInMinutes"] == 30
+    assert "CanaryConfiguration" not in conf and conf["DeploymentCircuitBreaker"]["Rollback"] is True
+    assert "AdvancedConfiguration" in svc["Properties"]["LoadBalancers"][0]
+    report = AwsSolutionsChecks().validate_scope(stack)
+    assert report.success, [v.rule_name for v in report.violations]
 
 
 def test_target_group_health_check(prod):
@@ -87,21 +209,46 @@ def test_container_gets_pool_size_and_gateway_config_secret(stacks, prod):
 # ---------------------------------------------------------------- scaling
 
 
-def test_three_target_tracking_policies(prod):
+def _policies(t: Template) -> dict[str, dict]:
+    by_metric = {}
+    for p in t.find_resources("AWS::ApplicationAutoScaling::ScalingPolicy").values():
+        conf = p["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+        predefined = conf.get("PredefinedMetricSpecification", {}).get("PredefinedMetricType")
+        by_metric[predefined or "custom"] = conf
+    return by_metric
+
+
+def test_three_target_tracking_policies(prod, rolling):
     prod.has_resource_properties("AWS::ApplicationAutoScaling::ScalableTarget", {
         "MinCapacity": 2, "MaxCapacity": 4, "ScalableDimension": "ecs:service:DesiredCount"})
-    policies = prod.find_resources("AWS::ApplicationAutoScaling::ScalingPolicy")
-    by_metric = {}
-    for p in policies.values():
-        conf = p["Properties"]["TargetTrackingScalingPolicyConfiguration"]
-        metric = conf["PredefinedMetricSpecification"]["PredefinedMetricType"]
-        by_metric[metric] = conf
-    assert set(by_metric) == {"ECSServiceAverageCPUUtilization", "ECSServiceAverageMemoryUtilization",
-                              "ALBRequestCountPerTarget"}
+    by_metric = _policies(prod)
+    assert set(by_metric) == {"ECSServiceAverageCPUUtilization", "ECSServiceAverageMemoryUtilization", "custom"}
     assert by_metric["ECSServiceAverageCPUUtilization"]["TargetValue"] == 60
     assert by_metric["ECSServiceAverageMemoryUtilization"]["TargetValue"] == 70
-    assert by_metric["ALBRequestCountPerTarget"]["TargetValue"] == 180
+    assert by_metric["custom"]["TargetValue"] == 180
     assert all(c["ScaleInCooldown"] == 300 and c["ScaleOutCooldown"] == 60 for c in by_metric.values())
+    # Rolling: the predefined ALBRequestCountPerTarget of its one target group.
+    assert set(_policies(rolling)) == {"ECSServiceAverageCPUUtilization", "ECSServiceAverageMemoryUtilization",
+                                       "ALBRequestCountPerTarget"}
+
+
+def test_request_scaling_follows_whichever_target_group_is_live(prod):
+    """After each canary/blue-green deployment the other group serves production: the policy sums
+    RequestCountPerTarget of both (the idle one reports 0) instead of watching one of them."""
+    spec = _policies(prod)["custom"]["CustomizedMetricSpecification"]
+    assert set(spec) == {"Metrics"}, "no single-metric keys left over"
+    queries = {m["Id"]: m for m in spec["Metrics"]}
+    assert queries["requests"] == {"Id": "requests", "Expression": "blue + green", "ReturnData": True,
+                                   "Label": "requests per target (live group)"}
+    groups = set()
+    for qid in ("blue", "green"):
+        q = queries[qid]
+        assert q["ReturnData"] is False and q["MetricStat"]["Stat"] == "Sum"
+        metric = q["MetricStat"]["Metric"]
+        assert (metric["Namespace"], metric["MetricName"]) == ("AWS/ApplicationELB", "RequestCountPerTarget")
+        dims = {d["Name"]: d["Value"] for d in metric["Dimensions"]}
+        groups.add(dims["TargetGroup"]["Fn::GetAtt"][0])
+    assert groups == set(prod.find_resources("AWS::ElasticLoadBalancingV2::TargetGroup"))
 
 
 def test_pool_that_does_not_fit_fails_at_synth(config_dir):
@@ -127,6 +274,12 @@ def test_gateway_config_parameter_holds_the_document(prod):
 # ---------------------------------------------------------------- observability
 
 
+LEGITIMATE_403_PATTERN = (
+    '{ (($.status = 403) || ($.status = "403")) && ($.path = "/v1/agent/*") && ($.caller = "*") '
+    '&& ($.caller != "") && (($.cutoverRunId NOT EXISTS) || ($.cutoverRunId IS NULL) || ($.cutoverRunId = "")) '
+    '&& (($.userAgent NOT EXISTS) || ($.userAgent IS NULL) || ($.userAgent != "brainstorm-cutover-probe*")) }')
+
+
 def test_log_group_and_metric_filters(prod):
     prod.has_resource_properties("AWS::Logs::LogGroup", {
         "LogGroupName": "/ecs/brainstorm-router-production", "RetentionInDays": 90})
@@ -136,12 +289,33 @@ def test_log_group_and_metric_filters(prod):
     prod.has_resource_properties("AWS::Logs::MetricFilter", {
         "FilterPattern": '{ ($.status = 403) && ($.path = "/v1/agent/*") }',
         "MetricTransformations": [Match.object_like({"MetricName": "MeshWrite403"})]})
+    # tests/test_legitimate_403_filter.py puts this exact pattern through CloudWatch's semantics.
+    prod.has_resource_properties("AWS::Logs::MetricFilter", {
+        "FilterPattern": LEGITIMATE_403_PATTERN,
+        "MetricTransformations": [{"MetricName": "LegitimateMeshWrite403", "MetricValue": "1", "DefaultValue": 0,
+                                   "MetricNamespace": "BrainstormRouter/production"}]})
+
+
+def test_legitimate_403_filter_uses_the_configured_field_names(config_dir):
+    path = config_dir / "staging.yaml"
+    path.write_text(path.read_text().replace("caller_field: caller ", "caller_field: authCaller ")
+                    .replace("run_id_field: cutoverRunId", "run_id_field: x-run"))
+    _, mf = only(synth(config_dir, "staging"), "AWS::Logs::MetricFilter",
+                 {"MetricTransformations": [Match.object_like({"MetricName": "LegitimateMeshWrite403"})]})
+    pattern = mf["Properties"]["FilterPattern"]
+    assert '($.authCaller = "*") && ($.authCaller != "")' in pattern and "($.x-run NOT EXISTS)" in pattern
+    assert "$.caller" not in pattern and "cutoverRunId" not in pattern
+
+
+def test_a_field_name_cloudwatch_cannot_select_is_refused(config_dir):
+    path = config_dir / "staging.yaml"
+    path.write_text(path.read_text().replace("caller_field: caller ", "caller_field: 'auth caller' "))
+    with pytest.raises(ConfigError, match=r"access_log.caller_field: 'auth caller' cannot be used"):
+        synth(config_dir, "staging")
 
 
 @pytest.mark.parametrize("suffix,metric", [("alb-5xx", "HTTPCode_Target_5XX_Count"),
-                                           ("unhealthy-hosts", "UnHealthyHostCount"),
-                                           ("p95-latency", "TargetResponseTime"),
-                                           ("mesh-write-403", "MeshWrite403")])
+                                           ("legitimate-mesh-write-403", "LegitimateMeshWrite403")])
 def test_alarms_treat_missing_data_as_not_breaching(prod, suffix, metric):
     prod.has_resource_properties("AWS::CloudWatch::Alarm", {
         "AlarmName": f"brainstorm-router-production-{suffix}",
@@ -150,9 +324,38 @@ def test_alarms_treat_missing_data_as_not_breaching(prod, suffix, metric):
     })
 
 
-def test_p95_alarm_uses_the_p95_statistic(prod):
+def test_one_legitimate_403_in_a_minute_is_an_alarm(prod):
     prod.has_resource_properties("AWS::CloudWatch::Alarm", {
-        "AlarmName": "brainstorm-router-production-p95-latency", "ExtendedStatistic": "p95", "Threshold": 15})
+        "AlarmName": load("production").observability.alarm_legitimate_403,
+        "Namespace": "BrainstormRouter/production", "Statistic": "Sum", "Period": 60,
+        "Threshold": 1, "EvaluationPeriods": 1, "DatapointsToAlarm": 1,
+        "ComparisonOperator": "GreaterThanOrEqualToThreshold"})
+    names = {a["Properties"]["AlarmName"] for a in prod.find_resources("AWS::CloudWatch::Alarm").values()}
+    assert "brainstorm-router-production-mesh-write-403" not in names, "the all-403 alarm (probes included) is retired"
+
+
+@pytest.mark.parametrize("suffix,metric,stat", [("unhealthy-hosts", "UnHealthyHostCount", "Maximum"),
+                                                ("p95-latency", "TargetResponseTime", "p95")])
+def test_target_group_alarms_watch_the_worst_of_blue_and_green(prod, rolling, suffix, metric, stat):
+    _, alarm = only(prod, "AWS::CloudWatch::Alarm", {"AlarmName": f"brainstorm-router-production-{suffix}"})
+    p = alarm["Properties"]
+    assert p["TreatMissingData"] == "notBreaching"
+    queries = {q["Id"]: q for q in p["Metrics"]}
+    assert [q["Expression"] for q in queries.values() if "Expression" in q] == ["MAX([blue, green])"]
+    groups = set()
+    for qid in ("blue", "green"):
+        ms = queries[qid]["MetricStat"]
+        assert (ms["Metric"]["MetricName"], ms["Stat"]) == (metric, stat)
+        groups |= {d["Value"]["Fn::GetAtt"][0] for d in ms["Metric"]["Dimensions"] if d["Name"] == "TargetGroup"}
+    assert groups == set(prod.find_resources("AWS::ElasticLoadBalancingV2::TargetGroup"))
+    # Rolling: the one target group's metric, as before.
+    rolling.has_resource_properties("AWS::CloudWatch::Alarm", {
+        "AlarmName": f"brainstorm-router-sandbox-{suffix}", "MetricName": metric, "TreatMissingData": "notBreaching"})
+
+
+def test_p95_alarm_uses_the_p95_statistic(rolling):
+    rolling.has_resource_properties("AWS::CloudWatch::Alarm", {
+        "AlarmName": "brainstorm-router-sandbox-p95-latency", "ExtendedStatistic": "p95", "Threshold": 15})
 
 
 def test_guard_alarm_names_match_the_cutover_config(prod):
@@ -174,16 +377,29 @@ def _statements(prod: Template) -> dict[str, dict]:
 
 def test_operator_policy_is_scoped(prod):
     st = _statements(prod)
-    assert set(st) == {"GatewayConfig", "CutoverLockAndJournal", "Service", "Tasks", "Logs", "GuardAlarms", "WhoAmI"}
-    assert all("Fn::Join" in json.dumps(r) for r in st["Tasks"]["Resource"]), "scoped to the cluster"
+    assert set(st) == {"GatewayConfig", "CutoverLockAndJournal", "Service", "ServiceDeployments", "Tasks", "TaskDetails",
+                       "Logs",
+                       "GuardAlarms", "WhoAmI"}
+    assert "task/" in json.dumps(st["TaskDetails"]["Resource"]) and st["TaskDetails"]["Action"] == "ecs:DescribeTasks"
     assert "gateway/config" in json.dumps(st["GatewayConfig"]["Resource"])
     assert "cutover/*" in json.dumps(st["CutoverLockAndJournal"]["Resource"])
-    assert st["Service"]["Resource"] != "*" and "Ref" in json.dumps(st["Service"]["Resource"])
+    service_id, _ = only(prod, "AWS::ECS::Service")
+    assert st["Service"]["Resource"] == {"Ref": service_id}
+    assert "ecs:ListServiceDeployments" in st["Service"]["Action"]
+    assert st["ServiceDeployments"]["Action"] == ["ecs:DescribeServiceDeployments", "ecs:StopServiceDeployment"]
+    assert json.dumps(st["ServiceDeployments"]["Resource"]).endswith(
+        ':service-deployment/brainstorm-router-production/brainstorm-router-production-fargate/*"]]}')
+    cluster_id, _ = only(prod, "AWS::ECS::Cluster")
+    assert st["Tasks"]["Action"] == "ecs:ListTasks"
+    assert st["Tasks"]["Condition"] == {"ArnEquals": {"ecs:cluster": {"Fn::GetAtt": [cluster_id, "Arn"]}}}
     assert st["Logs"]["Resource"] == {"Fn::GetAtt": [_logical_id(prod, "AWS::Logs::LogGroup",
                                                                  "/ecs/brainstorm-router-production"), "Arn"]}
-    assert st["GuardAlarms"]["Resource"] != "*" and len(st["GuardAlarms"]["Resource"]) == 3
-    wildcard = [sid for sid, s in st.items() if s["Resource"] == "*"]
-    assert wildcard == ["WhoAmI"], "only sts:GetCallerIdentity, which has no resource"
+    alarms = prod.find_resources("AWS::CloudWatch::Alarm")
+    described = {alarms[r["Fn::GetAtt"][0]]["Properties"]["AlarmName"] for r in st["GuardAlarms"]["Resource"]}
+    obs = load("production").observability
+    assert described == {*obs.guard_alarms, obs.alarm_legitimate_403}
+    wildcard = sorted(sid for sid, s in st.items() if s["Resource"] == "*")
+    assert wildcard == ["Tasks", "WhoAmI"], "sts:GetCallerIdentity has no resource; ListTasks is held by ecs:cluster"
 
 
 def _logical_id(t: Template, kind: str, name: str) -> str:
@@ -247,3 +463,89 @@ def test_synth_with_bad_config_is_one_line_and_exit_2(config_dir):
     assert proc.returncode == 2
     lines = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
     assert len(lines) == 1 and "staging.yaml: database.pool_size" in lines[0] and "RDS Proxy" in lines[0]
+
+
+# ---------------------------------------------------------------- the restorer
+
+
+def test_restorer_function_is_python_packaged_from_this_repository(prod):
+    from restorer.handler import ENV_NAMES
+    from stacks.restorer import RUNTIME
+    service_id, _ = only(prod, "AWS::ECS::Service")
+    _, fn = only(prod, "AWS::Lambda::Function")
+    p = fn["Properties"]
+    assert p["Runtime"] == RUNTIME.name == "python3.14" and p["Handler"] == "restorer.handler.handler"
+    assert p["Code"]["S3Key"].endswith(".zip"), "a file asset (no Docker image)"
+    assert p["Environment"]["Variables"] == {
+        "GATEWAY_PARAMETER": "/brainstorm-router/production/gateway/config",
+        "JOURNAL_PARAMETER": "/brainstorm-router/production/cutover/journal",
+        "LOCK_PARAMETER": "/brainstorm-router/production/cutover/lock",
+        "SERVICE_ARN": {"Ref": service_id},
+        "CLUSTER_NAME": "brainstorm-router-production",
+        "SERVICE_NAME": "brainstorm-router-production-fargate",
+    }
+    assert list(p["Environment"]["Variables"]) == list(ENV_NAMES)
+    cfg = load("production")
+    assert (cfg.journal_parameter, cfg.lock_parameter) == (p["Environment"]["Variables"]["JOURNAL_PARAMETER"],
+                                                         p["Environment"]["Variables"]["LOCK_PARAMETER"])
+
+
+def test_restorer_rule_matches_this_services_failed_or_rolling_back_deployments(prod):
+    service_id, _ = only(prod, "AWS::ECS::Service")
+    fn_id, _ = only(prod, "AWS::Lambda::Function")
+    queue_id, _ = only(prod, "AWS::SQS::Queue")
+    _, rule = only(prod, "AWS::Events::Rule")
+    p = rule["Properties"]
+    assert p["EventPattern"] == {
+        "source": ["aws.ecs"],
+        "detail-type": ["ECS Deployment State Change"],
+        "resources": [{"Ref": service_id}],
+        "detail": {"$or": [
+            {"eventName": ["SERVICE_DEPLOYMENT_FAILED"]},
+            {"eventName": ["SERVICE_DEPLOYMENT_IN_PROGRESS"], "reason": [{"wildcard": "*rolling back*"}]},
+        ]},
+    }
+    (target,) = p["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": [fn_id, "Arn"]}
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue_id, "Arn"]}}
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+
+
+def test_restorer_dead_letter_queue_is_encrypted_ssl_only_and_used_by_the_function(prod):
+    queue_id, queue = only(prod, "AWS::SQS::Queue")
+    assert queue["Properties"]["SqsManagedSseEnabled"] is True
+    _, policy = only(prod, "AWS::SQS::QueuePolicy")
+    deny = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+    assert [(d["Action"], d["Condition"]) for d in deny] == [("sqs:*", {"Bool": {"aws:SecureTransport": "false"}})]
+    _, fn = only(prod, "AWS::Lambda::Function")
+    assert fn["Properties"]["DeadLetterConfig"] == {"TargetArn": {"Fn::GetAtt": [queue_id, "Arn"]}}
+
+
+def test_restorer_role_is_least_privilege(prod):
+    _, fn = only(prod, "AWS::Lambda::Function")
+    role_id = fn["Properties"]["Role"]["Fn::GetAtt"][0]
+    role = prod.find_resources("AWS::IAM::Role")[role_id]["Properties"]
+    assert "ManagedPolicyArns" not in role, "no AWSLambdaBasicExecutionRole: its own log group only"
+    (policy,) = [p["Properties"] for p in prod.find_resources("AWS::IAM::Policy").values()
+                 if p["Properties"]["Roles"] == [{"Ref": role_id}]]
+    statements = policy["PolicyDocument"]["Statement"]
+    assert all(s["Resource"] != "*" and "*" not in json.dumps(s["Resource"]) for s in statements)
+    by_sid = {s.get("Sid"): s for s in statements}
+    gateway = json.dumps(by_sid["GatewayConfig"]["Resource"])
+    assert gateway.endswith(':parameter/brainstorm-router/production/gateway/config"]]}')
+    assert by_sid["CutoverJournal"]["Action"] == ["ssm:GetParameter", "ssm:PutParameter"]
+    assert by_sid["CutoverLock"]["Action"] == ["ssm:GetParameter", "ssm:DeleteParameter"]
+    service_id, _ = only(prod, "AWS::ECS::Service")
+    assert by_sid["ForceRedeploy"] == {"Sid": "ForceRedeploy", "Effect": "Allow", "Action": "ecs:UpdateService",
+                                       "Resource": {"Ref": service_id}}
+    actions = {a for s in statements for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
+    assert actions == {"ssm:GetParameter", "ssm:PutParameter", "ssm:LabelParameterVersion", "ssm:GetParameterHistory",
+                       "ssm:UnlabelParameterVersion", "ssm:DeleteParameter", "ecs:UpdateService",
+                       "logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage"}
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_every_environment_has_its_restorer(stacks, env):
+    t = Template.from_stack(stacks[env])
+    t.resource_count_is("AWS::Lambda::Function", 1)
+    t.resource_count_is("AWS::Events::Rule", 1)
