@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from cutover.sandbox.scenarios import SCENARIOS
 from envconfig import DEFAULT_CONFIG_DIR, ConfigError, parse_duration
 
 EPILOG = """\
@@ -57,8 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--region", help="AWS region (default: the config's)")
     g.add_argument("--sandbox", action="store_true",
                    help="run against a local world: moto + a real mTLS gateway on 127.0.0.1")
-    g.add_argument("--scenario", default="clean",
-                   choices=["clean", "unenrolled-caller", "bypass-traffic", "rollout-fails"],
+    g.add_argument("--scenario", default="clean", choices=list(SCENARIOS),
                    help="sandbox scenario (default: clean)")
     g.add_argument("--yes", action="store_true", help="do not ask for confirmation (needed when not on a terminal)")
     g.add_argument("--break-lock", action="store_true", help="take over a lock whose expiry has passed")
@@ -131,9 +131,11 @@ def run_command(args: argparse.Namespace, ui: Any, out: Any) -> int:
 
     with ExitStack() as stack:
         if args.sandbox:
-            from cutover.sandbox.world import sandbox_world  # imports moto: only here
+            from cutover.sandbox.world import process_environment, sandbox_world  # imports moto: only here
 
-            cfg = stack.enter_context(sandbox_world(cfg, scenario=args.scenario, ui=ui))
+            world = stack.enter_context(sandbox_world(cfg, scenario=args.scenario, ui=ui))
+            stack.enter_context(process_environment(world.env))  # until the factory takes world.env
+            cfg = world.cfg
         elif args.command in ("mtls", "probe", "resume", "rollback") and not getattr(args, "dry_run", False):
             _check_files(cfg)
         engine = build(args, cfg, ui)

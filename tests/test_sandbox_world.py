@@ -1,0 +1,136 @@
+"""The sandbox world itself, in process: real ports, real TLS, moto's server over real HTTP.
+
+What the world promises the tool and the benchmarks: its own config and environment (nothing in
+os.environ), its own AWS account, everything removed when it ends."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from cutover.report import ConsoleUi
+from cutover.sandbox.world import load_world_config, sandbox_world
+from envconfig import load
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def quiet() -> ConsoleUi:
+    return ConsoleUi(io.StringIO())
+
+
+def is_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load("sandbox")
+
+
+@pytest.fixture(scope="module")
+def world(cfg):
+    with sandbox_world(cfg, scenario="clean", ui=quiet()) as w:
+        yield w
+
+
+# ---------------------------------------------------------------- 1. the world API
+
+
+def test_the_world_leaves_os_environ_alone(cfg):
+    before = dict(os.environ)
+    with sandbox_world(cfg, scenario="clean", ui=quiet()) as w:
+        inside = dict(os.environ)
+        env = w.env
+    assert inside == before and dict(os.environ) == before
+    assert set(env) == {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"}
+
+
+def test_env_is_all_a_boto3_client_needs_and_the_account_is_the_worlds_own(world):
+    import boto3
+
+    e = world.env
+    session = boto3.session.Session(aws_access_key_id=e["AWS_ACCESS_KEY_ID"],
+                                    aws_secret_access_key=e["AWS_SECRET_ACCESS_KEY"],
+                                    region_name=e["AWS_DEFAULT_REGION"])
+    sts = session.client("sts", endpoint_url=e["AWS_ENDPOINT_URL"])
+    assert sts.get_caller_identity()["Account"] == world.account
+    assert world.account != "123456789012", "not moto's shared default account"
+    ssm = session.client("ssm", endpoint_url=e["AWS_ENDPOINT_URL"])
+    value = ssm.get_parameter(Name=world.cfg.gateway.parameter_name)["Parameter"]["Value"]
+    assert "meshWritesEnforcement: advisory" in value
+
+
+def test_cfg_points_at_the_world_and_its_copy_on_disk_says_the_same(world, cfg):
+    p = world.cfg.cutover.probes
+    assert p.base_url == world.front_url and world.endpoint == world.env["AWS_ENDPOINT_URL"]
+    for path in (p.client_cert, p.client_key, p.ca_bundle, p.sentinel.api_key_file):
+        assert Path(path).is_file() and Path(path).is_relative_to(world.directory)
+    assert p.sentinel.api_key_env is None and p.sentinel.caller == cfg.cutover.probes.sentinel.caller
+    assert world.cfg.source == str(world.config_dir / "sandbox.yaml")
+    assert load_world_config(world.config_dir) == world.cfg, "another process reads the same config"
+    assert cfg.cutover.probes.base_url != world.front_url, "the caller's config object is not mutated"
+
+
+def test_the_sentinel_key_is_one_the_gateway_knows_as_the_sentinel(world):
+    from cutover.sandbox.traffic import post
+
+    key = Path(world.cfg.cutover.probes.sentinel.api_key_file).read_text().strip()
+    assert world.api_keys[key] == world.cfg.cutover.probes.sentinel.caller
+    port = port_of(world.front_url)
+    status = post("127.0.0.1", port, world.traffic.plain, "/v1/agent/delegate", key=key, agent="sentinel-test")
+    assert status == 200, "advisory serves an authenticated caller without a certificate"
+
+
+def test_everything_is_removed_when_the_world_fails(cfg):
+    with pytest.raises(RuntimeError, match="boom"), sandbox_world(cfg, scenario="clean", ui=quiet()) as w:
+        directory, ports = w.directory, [port_of(w.endpoint), port_of(w.front_url)]
+        key = Path(w.cfg.cutover.probes.client_key)
+        assert key.is_file() and all(is_open(p) for p in ports)
+        raise RuntimeError("boom")
+    assert not directory.exists(), "the private keys went with the world"
+    assert not any(is_open(p) for p in ports)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 1)])
+def test_sigterm_and_ctrl_c_remove_the_private_keys(tmp_path, sig, code):
+    script = textwrap.dedent("""
+        import io, sys, time
+        from cutover.report import ConsoleUi
+        from cutover.sandbox.world import sandbox_world
+        from envconfig import load
+        try:
+            with sandbox_world(load("sandbox"), scenario="clean", ui=ConsoleUi(io.StringIO())) as w:
+                print(w.directory, flush=True)
+                time.sleep(60)
+        except KeyboardInterrupt:
+            sys.exit(1)
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        directory = Path(proc.stdout.readline().strip())
+        assert directory.is_dir(), proc.stderr.read()
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code
+    assert not directory.exists()
