@@ -6,12 +6,14 @@ os.environ), its own AWS account, everything removed when it ends."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -134,3 +136,75 @@ def test_sigterm_and_ctrl_c_remove_the_private_keys(tmp_path, sig, code):
             proc.kill()
     assert proc.returncode == code
     assert not directory.exists()
+
+
+def until(predicate, timeout: float = 20, every: float = 0.05):
+    """Poll `predicate` until it returns something truthy (a deadline, never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(every)
+
+
+def service(world) -> dict:
+    c = world.cfg.service
+    return world.client("ecs").describe_services(cluster=c.cluster_name, services=[c.service_name])["services"][0]
+
+
+def running_tasks(world) -> list[dict]:
+    c = world.cfg.service
+    ecs = world.client("ecs")
+    arns = ecs.list_tasks(cluster=c.cluster_name, serviceName=c.service_name, desiredStatus="RUNNING")["taskArns"]
+    return ecs.describe_tasks(cluster=c.cluster_name, tasks=arns)["tasks"] if arns else []
+
+
+# ---------------------------------------------------------------- 3. tasks and their log streams
+
+
+def test_list_and_describe_tasks_are_exactly_the_running_sandbox_tasks(world):
+    tasks = running_tasks(world)
+    gateway_ids = {t.id for t in world.front.tasks}
+    assert {t["taskArn"].rsplit("/", 1)[1] for t in tasks} == gateway_ids and len(gateway_ids) == 2
+    svc = service(world)
+    primary = next(d for d in svc["deployments"] if d["status"] == "PRIMARY")
+    for t in tasks:
+        task_id = t["taskArn"].rsplit("/", 1)[1]
+        assert len(task_id) == 32 and int(task_id, 16) >= 0
+        assert t["lastStatus"] == "RUNNING" and t["desiredStatus"] == "RUNNING"
+        assert t["startedBy"] == primary["id"] and t["startedBy"].startswith("ecs-svc/")
+        assert t["taskDefinitionArn"] == svc["taskDefinition"] and t["group"] == f"service:{svc['serviceName']}"
+        assert t["containers"][0]["name"] == "gateway"
+
+
+def test_each_task_logs_to_its_own_awslogs_stream(world):
+    logs = world.client("logs")
+    group = world.cfg.observability.log_group_name
+    for task in world.front.tasks:
+        stream = f"gateway/gateway/{task.id}"
+        events = until(lambda s=stream: logs.filter_log_events(logGroupName=group, logStreamNames=[s])["events"])
+        lines = [json.loads(e["message"]) for e in events if e["message"].startswith("{")]
+        assert lines and {line["task"] for line in lines} == {task.id}
+        assert {"path", "status", "caller", "userAgent", "cutoverRunId"} <= set(lines[0])
+
+
+def test_a_rolling_deployment_replaces_tasks_and_the_api_follows(cfg):
+    with sandbox_world(cfg, scenario="clean", ui=quiet(), rollout_step=0.1) as w:
+        c = w.cfg.service
+        ecs = w.client("ecs")
+        old = {t["taskArn"] for t in running_tasks(w)}
+        resp = ecs.update_service(cluster=c.cluster_name, service=c.service_name, forceNewDeployment=True)
+        deps = resp["service"]["deployments"]
+        assert [(d["status"], d["rolloutState"]) for d in deps] == [("PRIMARY", "IN_PROGRESS"), ("ACTIVE", "COMPLETED")]
+        new_id = deps[0]["id"]
+        until(lambda: [d["rolloutState"] for d in service(w)["deployments"]] == ["COMPLETED"])
+        tasks = running_tasks(w)
+        assert len(tasks) == 2 and not old & {t["taskArn"] for t in tasks}
+        assert {t["startedBy"] for t in tasks} == {new_id}
+        stopped = ecs.list_tasks(cluster=c.cluster_name, serviceName=c.service_name, desiredStatus="STOPPED")
+        assert set(stopped["taskArns"]) == old
+        gone = ecs.describe_tasks(cluster=c.cluster_name, tasks=list(old))["tasks"]
+        assert {t["lastStatus"] for t in gone} == {"STOPPED"} and all(t.get("stoppedReason") for t in gone)
+        assert {t.id for t in w.front.tasks} == {t["taskArn"].rsplit("/", 1)[1] for t in tasks}
