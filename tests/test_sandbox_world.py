@@ -208,3 +208,56 @@ def test_a_rolling_deployment_replaces_tasks_and_the_api_follows(cfg):
         gone = ecs.describe_tasks(cluster=c.cluster_name, tasks=list(old))["tasks"]
         assert {t["lastStatus"] for t in gone} == {"STOPPED"} and all(t.get("stoppedReason") for t in gone)
         assert {t.id for t in w.front.tasks} == {t["taskArn"].rsplit("/", 1)[1] for t in tasks}
+
+
+# ---------------------------------------------------------------- 4. the passthrough hole, per scenario
+
+
+def go_strict(world) -> None:
+    """Flip the parameter and redeploy, as the tool would (fast rollout), until every task is strict."""
+    c = world.cfg
+    ssm = world.client("ssm")
+    doc = ssm.get_parameter(Name=c.gateway.parameter_name)["Parameter"]["Value"]
+    ssm.put_parameter(Name=c.gateway.parameter_name, Value=doc.replace("advisory", "strict"), Type="String",
+                      Overwrite=True)
+    world.client("ecs").update_service(cluster=c.service.cluster_name, service=c.service.service_name,
+                                       forceNewDeployment=True)
+    until(lambda: [d["rolloutState"] for d in service(world)["deployments"]] == ["COMPLETED"])
+    assert {t.mode for t in world.front.tasks} == {"strict"}
+
+
+def task_lines(world, status: int) -> list[dict]:
+    """Access lines with `status` from the running tasks' own streams, as CloudWatch has them."""
+    world.shipper.flush()
+    logs = world.client("logs")
+    streams = [f"gateway/gateway/{t.id}" for t in world.front.tasks]
+    events = logs.filter_log_events(logGroupName=world.cfg.observability.log_group_name,
+                                    logStreamNames=streams)["events"]
+    lines = [json.loads(e["message"]) for e in events if e["message"].startswith("{")]
+    return [x for x in lines if x["status"] == status and x["path"].startswith("/v1/agent/")]
+
+
+# scenario: (a self-signed cert with the caller's key, the caller's 403 line names the caller)
+EXPECT = {"clean": (403, True), "untrusted-cert": (200, True), "blind-watch": (403, False)}
+
+
+@pytest.mark.parametrize("scenario", list(EXPECT))
+def test_scenarios_plant_their_gateway_bug_and_nothing_else(cfg, scenario, tmp_path):
+    import ssl
+
+    from cutover.sandbox.pki import make_self_signed
+    from cutover.sandbox.traffic import post
+
+    with sandbox_world(cfg, scenario=scenario, ui=quiet(), rollout_step=0.05) as w:
+        go_strict(w)
+        port = port_of(w.front_url)
+        key = w.key_of("brainstorm-cli")
+        ctx = ssl.create_default_context(cafile=w.pki.ca_cert)
+        ctx.load_cert_chain(*(lambda p: (p.cert, p.key))(make_self_signed(tmp_path, "stranger")))
+        with_foreign_cert = post("127.0.0.1", port, ctx, "/v1/agent/delegate", key=key, agent="brainstorm-cli/0.9")
+        enrolled = post("127.0.0.1", port, w.traffic.enrolled_ctx, "/v1/agent/delegate", key=key, agent="x/1")
+        without = post("127.0.0.1", port, w.traffic.plain, "/v1/agent/task-runs", key=key, agent="brainstorm-cli/0.9")
+        assert (with_foreign_cert, enrolled, without) == (EXPECT[scenario][0], 200, 403)
+        mine = until(lambda: [x for x in task_lines(w, 403) if x["userAgent"] == "brainstorm-cli/0.9"
+                              and x["path"] == "/v1/agent/task-runs"])
+        assert [x["caller"] for x in mine] == (["brainstorm-cli"] if EXPECT[scenario][1] else [""])
