@@ -261,3 +261,62 @@ def test_scenarios_plant_their_gateway_bug_and_nothing_else(cfg, scenario, tmp_p
         mine = until(lambda: [x for x in task_lines(w, 403) if x["userAgent"] == "brainstorm-cli/0.9"
                               and x["path"] == "/v1/agent/task-runs"])
         assert [x["caller"] for x in mine] == (["brainstorm-cli"] if EXPECT[scenario][1] else [""])
+
+
+# ---------------------------------------------------------------- 5. callers, the sentinel, the access-log fields
+
+
+def set_mode(world, mode: str, *, redeploy: bool) -> None:
+    c = world.cfg
+    ssm = world.client("ssm")
+    doc = ssm.get_parameter(Name=c.gateway.parameter_name)["Parameter"]["Value"]
+    other = "advisory" if mode == "strict" else "strict"
+    ssm.put_parameter(Name=c.gateway.parameter_name, Value=doc.replace(f"Enforcement: {other}", f"Enforcement: {mode}"),
+                      Type="String", Overwrite=True)
+    if redeploy:
+        world.client("ecs").update_service(cluster=c.service.cluster_name, service=c.service.service_name,
+                                           forceNewDeployment=True)
+
+
+def test_the_unenrolled_caller_starts_at_the_flip_and_its_incident_is_counted(cfg):
+    with sandbox_world(cfg, scenario="unenrolled-caller", ui=quiet(), rollout_step=0.4) as w:
+        time.sleep(0.5)  # a steady caller at 5 req/s would have sent a couple by now, had it started
+        assert w.traffic.unenrolled.summary()["sent"] == 0, "nothing before the flip"
+        set_mode(w, "strict", redeploy=False)
+        flip_at = until(lambda: next((t for t, _, m in w.parameter_changes if m == "strict"), None))
+        until(lambda: w.traffic.unenrolled.summary()["served"] >= 2)  # old (advisory) tasks still serve it
+        set_mode(w, "strict", redeploy=True)
+        until(lambda: w.traffic.unenrolled.summary()["refused"] >= 3)  # from the first strict task on
+        set_mode(w, "advisory", redeploy=True)
+        s = until(lambda: (lambda x: x if x["incidents"] and x["incidents"][-1]["served_again_at"] else None)(
+            w.traffic.unenrolled.summary()))
+        assert s["first_at"] >= flip_at - 0.2 and s["first_refused_at"] > s["first_at"]
+        incident = s["incidents"][0]
+        refused = [t for t, st in s["answers"] if st == 403]
+        assert incident["refused"] == len(refused) == s["refused"] and len(s["incidents"]) == 1
+        assert incident["exposure_seconds"] == pytest.approx(incident["served_again_at"] - refused[0], abs=0.01)
+        assert 0 < incident["exposure_seconds"] < 10
+        rate = len(s["answers"]) / (s["answers"][-1][0] - s["answers"][0][0])
+        assert 3 < rate < 7, f"a steady ~5 requests/s, got {rate:.1f}"
+
+
+def test_access_lines_use_the_configured_field_names_and_the_sentinel_is_known(config_dir):
+    import ssl
+
+    from cutover.mtls import RUN_HEADER
+    from cutover.sandbox.traffic import post
+
+    path = config_dir / "sandbox.yaml"
+    path.write_text(path.read_text().replace("caller_field: caller", "caller_field: principal")
+                    .replace("run_id_field: cutoverRunId", "run_id_field: runId"))
+    with sandbox_world(load("sandbox", config_dir), scenario="clean", ui=quiet(), rollout_step=0.05) as w:
+        go_strict(w)
+        sentinel = w.cfg.cutover.probes.sentinel
+        key = Path(sentinel.api_key_file).read_text().strip()
+        status = post("127.0.0.1", port_of(w.front_url), ssl.create_default_context(cafile=w.pki.ca_cert),
+                      "/v1/agent/sub-agents", key=key, agent="brainstorm-cutover-probe/run-9",
+                      headers={RUN_HEADER: "run-9"})
+        assert status == 403
+        line = until(lambda: [x for x in task_lines(w, 403) if x.get("runId") == "run-9"])[0]
+        assert line["principal"] == sentinel.caller == "cutover-sentinel" and "caller" not in line
+        assert line["task"] in {t.id for t in w.front.tasks}
