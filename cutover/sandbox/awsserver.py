@@ -38,11 +38,11 @@ def _when(value: Any) -> dt.datetime | None:
 
 
 def ecs_response_class(standin: EcsStandIn) -> type:
-    from moto.core.exceptions import ServiceException
     from moto.core.responses import ActionResult
+    from moto.ecs.exceptions import ECSException as ServiceException  # moto finds the ECS error shapes by module
     from moto.ecs.responses import EC2ContainerServiceResponse
 
-    def fail(exc: StandInError) -> ServiceException:
+    def fail(exc: StandInError) -> Exception:
         return ServiceException(exc.code, exc.message)
 
     class SandboxEcsResponse(EC2ContainerServiceResponse):
