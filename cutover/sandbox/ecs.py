@@ -519,9 +519,10 @@ class EcsStandIn:
         if not requested:
             self._emit("SERVICE_DEPLOYMENT_FAILED", "ERROR", d.id, reason)
         back_to = source.id if source is not None else "?"
+        cause = ("rollback requested" if requested else "circuit breaker" if "circuit breaker" in reason
+                 else "alarms")
         self._emit("SERVICE_DEPLOYMENT_IN_PROGRESS", "INFO", back_to,
-                   f"ECS deployment {'rollback requested' if requested else 'alarm/circuit breaker'}: "
-                   f"rolling back to deploymentId {back_to}.")
+                   f"ECS deployment {cause}: rolling back to deploymentId {back_to}.")
         for t in self.running(d.id):
             self._stop_task(t, f"Rolled back: {reason}")
         with self.lock:
