@@ -21,7 +21,7 @@ from common import save, summary
 from cutover.cli import build
 from cutover.engine import Options
 from cutover.report import ConsoleUi
-from cutover.sandbox.world import sandbox_world
+from cutover.sandbox.world import process_environment, sandbox_world
 from envconfig import load
 
 
@@ -69,14 +69,17 @@ def main() -> None:
     rng = random.Random(42)
     cfg = load("sandbox")
     results = {}
-    with sandbox_world(cfg, scenario="clean", ui=ConsoleUi(io.StringIO())) as world_cfg:
+    with sandbox_world(cfg, scenario="clean", ui=ConsoleUi(io.StringIO())) as world, \
+            process_environment(world.env):
+        world_cfg = world.cfg
+        key = world.key_of("brainstorm-cli")
         ctx = ssl.create_default_context(cafile=world_cfg.cutover.probes.ca_bundle)
         port = int(world_cfg.cutover.probes.base_url.rsplit(":", 1)[1])
 
         def caller() -> None:
             conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=5)
             conn.request("POST", "/v1/agent/delegate", body=b"{}", headers={
-                "Authorization": "Bearer key-brainstorm-cli", "User-Agent": "brainstorm-cli/0.9"})
+                "Authorization": f"Bearer {key}", "User-Agent": "brainstorm-cli/0.9"})
             conn.getresponse().read()
             conn.close()
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from cutover.exitcodes import ExitCode, table_rows
+from cutover.sandbox.scenarios import SCENARIOS, STRATEGIES
 from envconfig import DEFAULT_CONFIG_DIR, ConfigError, parse_duration, timing_problem
 
-SCENARIOS = ("clean", "unenrolled-caller", "bypass-traffic", "rollout-fails", "untrusted-cert", "blind-watch")
 DURATION_FLAGS = ("--watch", "--poll")
 
 
@@ -126,8 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--advisory", dest="target", action="store_const", const="advisory",
                       help="the deliberate way back: no gate; still redeploys, probes and reports")
     m.add_argument("--dry-run", action="store_true", help="preflight, gate and the plan; change nothing")
-    m.add_argument("--scenario", choices=SCENARIOS,
-                   help="with --sandbox: the world to rehearse against (default: clean)")
+    m.add_argument("--scenario", choices=list(SCENARIOS),
+                   help="with --sandbox: the world to rehearse against (default: clean): " +
+                        "; ".join(f"{k}: {v}" for k, v in SCENARIOS.items()))
+    m.add_argument("--strategy", choices=STRATEGIES,
+                   help="with --sandbox: the deployment strategy the world's ECS plays (default: the config's)")
+    m.add_argument("--rollout-step", type=float, metavar="SECONDS",
+                   help="with --sandbox: seconds per task replacement in a rolling deployment (a slow rollout)")
 
     command("gate", [common, report], "the pre-cutover gate alone (read-only): the ship log's table",
             "One pass over the last 24 h of the gateway's log group with every bypass pattern, the\n"
@@ -266,8 +271,10 @@ def run_command(args: argparse.Namespace, ui: Any, out: Any) -> int:
     from cutover.mtls import read_mode
     from cutover.report import probe_rows, table, to_json, write_report
 
-    if getattr(args, "scenario", None) and not args.sandbox:
-        raise UsageError("--scenario only applies to the sandbox; fix: add --sandbox, or drop --scenario")
+    for flag in ("scenario", "strategy", "rollout_step"):
+        if getattr(args, flag, None) is not None and not args.sandbox:
+            name = "--" + flag.replace("_", "-")
+            raise UsageError(f"{name} only applies to the sandbox; fix: add --sandbox, or drop {name}")
     env = args.env or ("sandbox" if args.sandbox else "production")
     cfg = envconfig.load(env, args.config_dir)
     _check_timing(args, cfg)
@@ -283,9 +290,10 @@ def run_command(args: argparse.Namespace, ui: Any, out: Any) -> int:
         if args.sandbox:
             from cutover.sandbox.world import sandbox_world  # imports moto: only here
 
-            world = stack.enter_context(sandbox_world(cfg, scenario=getattr(args, "scenario", None) or "clean", ui=ui))
-            cfg = getattr(world, "cfg", world)
-            endpoint_env = getattr(world, "env", None)
+            world = stack.enter_context(sandbox_world(cfg, scenario=getattr(args, "scenario", None) or "clean", ui=ui,
+                                                      strategy=getattr(args, "strategy", None),
+                                                      rollout_step=getattr(args, "rollout_step", None)))
+            cfg, endpoint_env = world.cfg, world.env
         elif args.command in ("mtls", "probe") and not dry_run:
             _check_files(cfg)
         sentinel = _sentinel_key(args, cfg) if args.command in ("mtls", "resume") else None

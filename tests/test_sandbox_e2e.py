@@ -42,7 +42,8 @@ def test_clean_holds_strict_exit_0(tmp_path):
     code, log, result = cutover(tmp_path, "mtls", "--strict", "--sandbox", "--yes", *FAST)
     assert code == 0, log[-3000:]
     assert result["outcome"] == "done" and result["journal"]["new_version"] == 2
-    assert all(p["ok"] for p in result["probes"]) and len(result["probes"]) == 4 * 4, "routes x kinds (no sentinel yet)"
+    assert all(p["ok"] for p in result["probes"]) and len(result["probes"]) == 4 * 5, "routes x kinds, sentinel included"
+    assert result["journal"]["sentinel"] == "verified"
     modes, status = after(log)
     assert modes == ["strict", "strict"] and status == 403
     assert result["watch"]["mesh_write_requests"] > 0 and result["watch"]["forbidden"].get("legitimate", 0) == 0

@@ -1,4 +1,10 @@
-"""A throwaway PKI for loopback: a CA, a server certificate for 127.0.0.1, and client certs."""
+"""A throwaway PKI for loopback: a CA, a server certificate for 127.0.0.1, and client certs.
+
+Also the two ways a gateway task can read the client certificate chain that the ALB forwards
+in passthrough mode: `verify_client_pem` (what a correct target does: the leaf must chain to the
+trust store) and `parse_client_pem` (the `untrusted-cert` scenario's bug: any well-formed
+certificate passes). And `make_self_signed`, a well-formed certificate no trust store knows.
+"""
 
 from __future__ import annotations
 
@@ -75,15 +81,50 @@ def make_pki(directory: Path, clients: list[str], *, now: dt.datetime | None = N
     return Pki(ca_cert=str(ca_path), ca=ca, server=server, clients=pairs)
 
 
-def verify_client_pem(pem: bytes, ca: x509.Certificate) -> str | None:
-    """The client's CN if `pem` is a currently valid leaf signed by `ca`; None otherwise."""
+def make_self_signed(directory: Path, cn: str, *, now: dt.datetime | None = None) -> Pair:
+    """A well-formed client certificate that no trust store knows (its own issuer)."""
+    now = now or dt.datetime.now(dt.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn))
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(key, hashes.SHA256()))
+    return _write(directory / f"self-signed-{cn}", cert, key)
+
+
+def _leaf(pem: bytes) -> x509.Certificate | None:
+    """The first certificate of a PEM chain (the ALB forwards leaf first), or None if malformed."""
     try:
-        cert = x509.load_pem_x509_certificate(pem)
+        certs = x509.load_pem_x509_certificates(pem)
+    except (ValueError, TypeError):
+        return None
+    return certs[0] if certs else None
+
+
+def _cn(cert: x509.Certificate) -> str:
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(cns[0].value) if cns else "?"
+
+
+def parse_client_pem(pem: bytes) -> str | None:
+    """The leaf's CN if `pem` is a well-formed certificate, trusted or not (a target that skips
+    chain verification: the bug the `untrusted-cert` scenario plants)."""
+    cert = _leaf(pem)
+    return _cn(cert) if cert is not None else None
+
+
+def verify_client_pem(pem: bytes, ca: x509.Certificate) -> str | None:
+    """The client's CN if the chain's leaf is currently valid and signed by `ca`; None otherwise."""
+    cert = _leaf(pem)
+    if cert is None:
+        return None
+    try:
         cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, Exception):  # malformed, forged or foreign: never trusted
+    except Exception:  # foreign, self-signed or forged: never trusted
         return None
     now = dt.datetime.now(dt.UTC)
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         return None
-    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(cns[0].value) if cns else None
+    return _cn(cert)

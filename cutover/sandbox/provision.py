@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from cutover.sandbox.alarms import legitimate_403_alarm_name
 from envconfig import EnvConfig, render_document
 
 ACCOUNT = "123456789012"  # moto's default account
 
 
-def provision(cfg: EnvConfig, clients: dict[str, Any]) -> dict[str, str]:
+def provision(cfg: EnvConfig, clients: dict[str, Any], *,
+              deployment_configuration: dict[str, Any] | None = None) -> dict[str, str]:
+    """`deployment_configuration`: ECS's deploymentConfiguration for the service (the sandbox
+    passes its strategy: ROLLING or CANARY with canaryConfiguration, bake time and alarms)."""
     ssm, ecs, logs, cw = clients["ssm"], clients["ecs"], clients["logs"], clients["cloudwatch"]
     ssm.put_parameter(Name=cfg.gateway.parameter_name, Value=render_document(cfg.gateway.document),
                       Type="String", Tier="Standard")
@@ -33,10 +37,12 @@ def provision(cfg: EnvConfig, clients: dict[str, Any]) -> dict[str, str]:
     ecs.create_service(
         cluster=cfg.service.cluster_name, serviceName=cfg.service.service_name, taskDefinition=td,
         desiredCount=cfg.service.desired_count, launchType="FARGATE",
-        deploymentConfiguration={"maximumPercent": 200, "minimumHealthyPercent": 100,
-                                 "deploymentCircuitBreaker": {"enable": True, "rollback": True}},
+        deploymentController={"type": "ECS"},
+        deploymentConfiguration=deployment_configuration or {
+            "maximumPercent": 200, "minimumHealthyPercent": 100,
+            "deploymentCircuitBreaker": {"enable": True, "rollback": True}},
     )
-    for name in cfg.observability.guard_alarms:
+    for name in (*cfg.observability.guard_alarms, legitimate_403_alarm_name(cfg)):
         cw.put_metric_alarm(AlarmName=name, MetricName="Sandbox", Namespace="BrainstormRouter/sandbox",
                             Statistic="Sum", Period=60, EvaluationPeriods=1, Threshold=1,
                             ComparisonOperator="GreaterThanOrEqualToThreshold", TreatMissingData="notBreaching")

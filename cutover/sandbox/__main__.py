@@ -1,0 +1,5 @@
+import sys
+
+from cutover.sandbox.serve import main
+
+sys.exit(main())
