@@ -294,6 +294,11 @@ def run_command(args: argparse.Namespace, ui: Any, out: Any) -> int:
                                                       strategy=getattr(args, "strategy", None),
                                                       rollout_step=getattr(args, "rollout_step", None)))
             cfg, endpoint_env = world.cfg, world.env
+            if getattr(args, "scenario", None) == "operator-vanishes" and args.command == "mtls":
+                from cutover.sandbox.vanish import play
+
+                extra = [f"--{k}={v}s" for k, v in (("watch", args.watch), ("poll", args.poll)) if v is not None]
+                return play(world, ui, extra_args=extra)
         elif args.command in ("mtls", "probe") and not dry_run:
             _check_files(cfg)
         sentinel = _sentinel_key(args, cfg) if args.command in ("mtls", "resume") else None

@@ -17,12 +17,14 @@ at once, whatever step the run is in.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from cutover.aws import Aws, Parameter
 from cutover.exitcodes import ExitCode
@@ -269,7 +271,8 @@ class Cutover:
             raise Stop(ExitCode.DONE, "nothing_to_do", f"already {mode}: nothing to do, nothing changed in AWS")
         j = Journal(run_id=run_id, env=cfg.environment, operator=operator, target=opts.target,
                     previous_mode=mode, parameter=cfg.gateway.parameter_name, started=t0,
-                    previous_version=param.version, parameter_type=param.type, watch_window=self.window)
+                    previous_version=param.version, parameter_type=param.type, watch_window=self.window,
+                    strategy=cfg.service.deployment.strategy)
         j.record("preflight", "done", self.clock(), f"v{param.version} {mode}")
 
         if opts.target == "strict":  # --advisory is the deliberate way back: no gate
@@ -287,8 +290,11 @@ class Cutover:
             raise Stop(ExitCode.FAILED, "preflight_failed", "no running tasks: refusing to redeploy blind")
 
         watch_note = f", watch {format_duration(self.window)}" if opts.target == "strict" else ""
+        d = cfg.service.deployment
+        how = (f"{d.strategy} deployment ({d.canary_percent:g}% canary, probed through the test listener first)"
+               if d.strategy == "canary" else f"{d.strategy} deployment")
         out.plan = (f"set {'.'.join(MODE_PATH)}: {mode} -> {opts.target} in {cfg.gateway.parameter_name} "
-                    f"(v{param.version}), force a new deployment of {cfg.service.service_name}, probe{watch_note}; "
+                    f"(v{param.version}), force a new {how} of {cfg.service.service_name}, probe{watch_note}; "
                     "roll back on a legitimate 403")
         self.ui.info(f"plan: {out.plan}")
         if opts.dry_run:
@@ -337,7 +343,7 @@ class Cutover:
                 self.ui.step(STEP_OF.get(j.state, str(j.state)), "FAILED", str(why))
                 return self._rollback(j, out, str(why))
             except LockLost as lost:
-                return out.end(ExitCode.FAILED, "taken_over", str(lost))
+                return self._taken_over(out, lost)
             except Stop as stop:
                 j.record(STEP_OF.get(j.state, str(j.state)), "failed", self.clock(), stop.message)
                 j.transition(RunState.STOPPED)
@@ -413,7 +419,10 @@ class Cutover:
             service = self.aws.force_new_deployment(*self.svc)
             j.deployment_id = next(d for d in service["deployments"] if d.get("status") == "PRIMARY")["id"]
             self.journal.save(j)
-        detail = self._wait_for_deployment(j, out, j.deployment_id, label="redeploy", watching=True)
+        if j.strategy == "rolling":
+            detail = self._wait_for_deployment(j, out, j.deployment_id, label="redeploy", watching=True)
+        else:
+            detail = self._follow_shift(j, out, until="test", label="redeploy", watching=True)
         self._done(j, "redeploy", detail, t, RunState.PROBING)
 
     def _wait_for_deployment(self, j: Journal, out: Outcome, deployment_id: str, *, label: str,
@@ -442,6 +451,85 @@ class Cutover:
             self.ui.progress(f"{label}: {state or '?'}, {mine.get('runningCount', 0)}/{mine.get('desiredCount', '?')} "
                              f"new tasks, {len(deps)} deployment(s); {format_duration(deadline - now)} left")
             self._wait(j, out, min(self.poll, max(deadline - now, 0.01)), watching=watching)
+
+    # ------------------------------------------------------------------ ECS-native canary / blue-green
+
+    def _service_deployment(self, j: Journal) -> dict:
+        """The service deployment this run started (DescribeServiceDeployments), found once by
+        ListServiceDeployments: the newest one in flight after the forced deployment."""
+        if j.service_deployment is None:
+            briefs = self.aws.list_service_deployments(*self.svc, statuses=("PENDING", "IN_PROGRESS"))
+            if not briefs:
+                briefs = self.aws.list_service_deployments(*self.svc)
+            if not briefs:
+                raise NeedsRollback("ECS lists no service deployment for the forced deployment")
+            j.service_deployment = briefs[0]["serviceDeploymentArn"]
+            self.journal.save(j)
+        found = self.aws.describe_service_deployments([j.service_deployment])
+        if not found:
+            raise NeedsRollback(f"service deployment {j.service_deployment} not found")
+        return found[0]
+
+    @staticmethod
+    def _weights(sd: dict) -> tuple[float, float]:
+        target = sd.get("targetServiceRevision") or {}
+        return (float(target.get("requestedProductionTrafficWeight") or 0.0),
+                float(target.get("requestedTestTrafficWeight") or 0.0))
+
+    def _follow_shift(self, j: Journal, out: Outcome, *, until: str, label: str, watching: bool) -> str:
+        """Follow the service deployment until the new revision takes all test traffic (`test`: the
+        probes go there before production does) or all production traffic (`production`)."""
+        deadline = self.clock() + self.cfg.cutover.redeploy_timeout
+        while True:
+            sd = self._service_deployment(j)
+            status, stage = sd.get("status", ""), sd.get("lifecycleStage", "")
+            prod, test = self._weights(sd)
+            if status.startswith("ROLLBACK") or status in ("STOPPED", "STOP_REQUESTED"):
+                alarms = (sd.get("alarms") or {}).get("triggeredAlarmNames") or []
+                raise NeedsRollback(f"ECS {status} the service deployment: {sd.get('statusReason', '')}"
+                                    + (f" (alarm {', '.join(alarms)})" if alarms else ""))
+            if watching and j.first_strict_task is None and prod > 0:
+                j.first_strict_task = self.clock()  # production traffic reaches tasks with the new value
+                self.journal.save(j)
+            done = status == "SUCCESSFUL" or (prod >= 100 if until == "production" else test >= 100 or prod > 0)
+            if done:
+                return (f"service deployment {stage or status}: test traffic {test:g}%, production {prod:g}% on the "
+                        "new revision")
+            now = self.clock()
+            if now >= deadline:
+                raise NeedsRollback(f"service deployment still {status} {stage} after "
+                                    f"{format_duration(self.cfg.cutover.redeploy_timeout)}")
+            self.ui.progress(f"{label}: {status} {stage}; production {prod:g}% / test {test:g}% on the new revision; "
+                             f"{format_duration(deadline - now)} left")
+            self._wait(j, out, min(self.poll, max(deadline - now, 0.01)), watching=watching)
+
+    def _canary_guard(self, j: Journal) -> None:
+        """Never more than the canary share of production on strict tasks before the probes passed."""
+        if j.strategy == "rolling" or j.state != RunState.PROBING:
+            return
+        self._deployment_finished(j)  # ECS rolled back on its own: say so
+        sd = self._service_deployment(j)
+        prod, _ = self._weights(sd)
+        limit = self.cfg.service.deployment.canary_percent or 0.0
+        if prod > limit:
+            raise NeedsRollback(f"the deployment moved {prod:g}% of production traffic to the new revision before "
+                                f"its probes passed (canary limit {limit:g}%)")
+
+    def _new_tasks(self, j: Journal) -> list[dict]:
+        """The running tasks started with the new value: all of them once a rolling deployment has
+        completed; the new (green) revision's during a canary."""
+        tasks = self.aws.running_tasks(*self.svc)
+        if j.strategy == "rolling" or not j.deployment_id:
+            return tasks
+        return [t for t in tasks if t["startedBy"] == j.deployment_id] or tasks
+
+    def _probe_spec(self, j: Journal) -> ProbeSpec:
+        """Canary / blue-green: the test listener, which reaches only the new revision."""
+        port = self.cfg.service.deployment.test_listener_port
+        if j.strategy == "rolling" or not port:
+            return self.probe_spec
+        url = urlsplit(self.probe_spec.base_url)
+        return dataclasses.replace(self.probe_spec, base_url=url._replace(netloc=f"{url.hostname}:{port}").geturl())
 
     def _probe(self, j: Journal, out: Outcome) -> None:
         t = self._begin(j, "probe")
@@ -475,8 +563,8 @@ class Cutover:
         """The watch proves it can see: the sentinel's 403s come back as a hurt caller's would (its
         caller logged, only its marker telling it apart), and every running task's own log stream
         shows a strict 403 of this run. Within the ingestion allowance, or the run rolls back."""
-        spec, allowance = self.probe_spec, self.cfg.cutover.overlap
-        tasks = {t["id"] for t in self.aws.running_tasks(*self.svc)}
+        spec, allowance = self._probe_spec(j), self.cfg.cutover.overlap
+        tasks = {t["id"] for t in self._new_tasks(j)}
         deadline = self.clock() + allowance
         extra_round_at = self.clock()
         caller_field = self.cfg.access_log.caller_field
@@ -512,7 +600,8 @@ class Cutover:
             if missing_tasks and now - extra_round_at >= self.poll:
                 extra_round_at = now  # the load balancer may not have sent a probe to every task yet
                 self.probe_fn(spec, mode=j.target, tasks=len(tasks), run_id=j.run_id, kinds=(NO_CERT,))
-            self.sleep(min(self.poll, max(deadline - now, 0.01)))
+            # Once a second at most: the canary's bake is running meanwhile, and the lines are near.
+            self.sleep(min(self.poll, 1.0, max(deadline - now, 0.01)))
         j.sentinel = "verified" if spec.sentinel_key else "unverified"
         if not spec.sentinel_key:
             out.warnings.append("watch unverified: no sentinel (--no-sentinel): nothing proved that a hurt caller's "
@@ -523,10 +612,10 @@ class Cutover:
 
     def _probes_while_watching(self, j: Journal, out: Outcome, mode: str) -> list[ProbeResult]:
         """Run the probe round in a thread and keep the watch polling until it ends."""
-        tasks = self.aws.describe_service(*self.svc).get("runningCount", 0)
+        tasks = len(self._new_tasks(j)) or self.aws.describe_service(*self.svc).get("runningCount", 0)
         pool = ThreadPoolExecutor(max_workers=1)
         try:
-            future = pool.submit(self.probe_fn, self.probe_spec, mode=mode, tasks=tasks, run_id=j.run_id)
+            future = pool.submit(self.probe_fn, self._probe_spec(j), mode=mode, tasks=tasks, run_id=j.run_id)
             while True:
                 try:
                     return future.result(timeout=0.25)  # real time: the probes are real requests
@@ -540,14 +629,25 @@ class Cutover:
             self._begin(j, "watch")
         self._start_watcher(j)
         assert j.watch_until is not None and j.watch_started is not None
+        d = self.cfg.service.deployment
+        give_up = j.watch_until + (d.bake or 0) + (d.canary_bake or 0) + self.cfg.cutover.redeploy_timeout
         while True:
             now = self.clock()
             self._tick(j, out, watching=True, force=True)
             remaining = j.watch_until - now
-            if remaining <= 0:
+            # Canary / blue-green: the watch spans the deployment's bake, while the old tasks still
+            # stand by for an instant rollback; it ends when ECS has finished the deployment.
+            finished = j.strategy == "rolling" or self._deployment_finished(j)
+            if remaining <= 0 and finished:
                 break
-            self.ui.progress(self.watcher.countdown(remaining) if self.watcher else f"watch: {remaining:.0f}s left")
-            self._wait(j, out, min(self.poll, remaining), watching=True)
+            if remaining <= 0 and now >= give_up:
+                raise NeedsRollback(f"the service deployment has not finished {format_duration(now - j.watch_until)} "
+                                    "after the watch window")
+            if remaining > 0:
+                self.ui.progress(self.watcher.countdown(remaining) if self.watcher else f"watch: {remaining:.0f}s left")
+            else:
+                self.ui.progress("watch: window over; watching on through the deployment's bake")
+            self._wait(j, out, min(self.poll, remaining) if remaining > 0 else self.poll, watching=True)
         # Events are ingested after their timestamp: read on for the ingestion allowance before
         # declaring success, so a 403 from the window's last seconds is still acted on.
         drain_until = j.watch_until + self.cfg.cutover.overlap
@@ -565,6 +665,15 @@ class Cutover:
             out.warnings.append(quiet.strip(" ()"))
         self._done(j, "watch", f"{format_duration(j.watch_window)} window: {s.mesh_write_requests} mesh-write "
                    f"request(s), no legitimate 403{quiet}", j.at("watch") or self.clock(), RunState.DONE)
+
+    def _deployment_finished(self, j: Journal) -> bool:
+        sd = self._service_deployment(j)
+        status = sd.get("status", "")
+        if status.startswith("ROLLBACK") or status in ("STOPPED", "STOP_REQUESTED"):
+            alarms = (sd.get("alarms") or {}).get("triggeredAlarmNames") or []
+            raise NeedsRollback(f"ECS {status} the service deployment during the watch: {sd.get('statusReason', '')}"
+                                + (f" (alarm {', '.join(alarms)})" if alarms else ""))
+        return status == "SUCCESSFUL"
 
     def _summary(self, j: Journal, out: Outcome) -> WatchSummary:
         s = self.watcher.summary if self.watcher else WatchSummary()
@@ -602,6 +711,8 @@ class Cutover:
             if hit is not None:
                 raise NeedsRollback(f"legitimate caller {hit.caller!r} got 403 on {hit.route} at "
                                     f"{iso(hit.timestamp_ms / 1000)}")
+        if j.state == RunState.PROBING and j.strategy != "rolling":
+            self._canary_guard(j)
         states = self.aws.alarm_states(self.cfg.observability.guard_alarms)
         firing = [a for a, s in states.items() if s == "ALARM"]
         if firing:
@@ -691,11 +802,17 @@ class Cutover:
                 j.transition(RunState.ROLLING_BACK)
                 j.record("rollback", "started", self.clock(), reason)
                 self.journal.save(j)
+            blue_serving = False
+            if j.strategy != "rolling" and j.service_deployment is not None:
+                # First put callers back on the old tasks (they started with the old value): seconds.
+                sub = "stop-deployment"
+                blue_serving = self._stop_service_deployment(j, out)
             sub = "restore"
             self._restore(j)
-            if self._needs_redeploy(j):
+            if self._needs_redeploy(j) and not blue_serving:
                 sub = "rollback-redeploy"
                 self._rollback_redeploy(j, out)
+            if self._needs_redeploy(j):
                 sub = "rollback-probe"
                 self._rollback_probe(j, out)
             j.transition(RunState.ROLLED_BACK)
@@ -711,7 +828,7 @@ class Cutover:
                            f"rolled back to {j.previous_mode} (v{j.previous_version}'s mode): "
                            f"{j.rollback_reason or reason}{foreign}")
         except LockLost as lost:
-            return out.end(ExitCode.FAILED, "taken_over", str(lost))
+            return self._taken_over(out, lost)
         except KeyboardInterrupt:
             j.record("interrupt", "done", self.clock(), f"during {sub}")
             self._save_quietly(j)
@@ -760,6 +877,76 @@ class Cutover:
         self.journal.save(j)
         self.ui.step("restore", "done", detail)
 
+    def _stop_service_deployment(self, j: Journal, out: Outcome) -> bool:
+        """StopServiceDeployment(ROLLBACK): ECS shifts traffic back to the old revision at once.
+        True when the old revision serves again (also when ECS had already rolled back on its own);
+        False when it is gone (the deployment finished its bake): the rollback then redeploys."""
+        t = self.clock()
+        sd = self._service_deployment(j)
+        status = sd.get("status", "")
+        if status in ("PENDING", "IN_PROGRESS"):
+            self.aws.stop_service_deployment(j.service_deployment or "", "ROLLBACK")
+            j.record("stop-deployment", "started", self.clock(), j.service_deployment or "")
+            self.journal.save(j)
+        elif not status.startswith("ROLLBACK") and status not in ("STOP_REQUESTED",):
+            detail = f"service deployment {status}: the old revision is gone; redeploying the previous mode instead"
+            j.record("stop-deployment", "skipped", self.clock(), detail)
+            self.journal.save(j)
+            self.ui.step("stop-deployment", "skipped", detail)
+            return False
+        deadline = self.clock() + self.cfg.cutover.redeploy_timeout
+        while True:
+            status = self._service_deployment(j).get("status", "")
+            if status == "ROLLBACK_SUCCESSFUL":
+                break
+            if status in ("ROLLBACK_FAILED", "STOPPED", "SUCCESSFUL"):
+                j.record("stop-deployment", "failed", self.clock(), f"service deployment {status}")
+                self.journal.save(j)
+                return False
+            if self.clock() >= deadline:
+                raise RuntimeError(f"the service deployment's rollback is still {status} after "
+                                   f"{format_duration(self.cfg.cutover.redeploy_timeout)}")
+            self.ui.progress(f"stop-deployment: {status}; traffic shifting back to the old revision")
+            self._wait(j, out, min(self.poll, 1.0), watching=False)
+        detail = "traffic back on the old revision (it started with the previous value)"
+        j.record("stop-deployment", "done", self.clock(), detail)
+        self.journal.save(j)
+        self.ui.step("stop-deployment", "done", detail, self.clock() - t)
+        return True
+
+    def _taken_over(self, out: Outcome, lost: LockLost) -> Outcome:
+        """Our token is gone. If the server-side restorer finished the rollback, that is the story
+        (exit 4, verified by probes); otherwise another process has the run (exit 1)."""
+        self.lock.token = None  # we hold nothing any more: no renewals, no releases
+        deadline = self.clock() + 30  # the restorer writes its journal within a second of taking the lock
+        while (j := self.journal.load()) is not None and j.state in UNFINISHED and self.clock() < deadline:
+            if self.lock.read() is None:
+                break  # nobody holds the run: no one is about to write a different story
+            self.sleep(1)
+        if j is None or j.state != RunState.ROLLED_BACK or j.restore is None or j.restore.by != "restorer":
+            return out.end(ExitCode.FAILED, "taken_over", str(lost))
+        out.journal, out.run_id = j, j.run_id
+        self.ui.warn(f"the restorer rolled the run back server side ({j.rollback_reason}); verifying")
+        if j.rollback_deployment_id:  # rolling: the restorer forced a deployment; probe once it is done
+            try:
+                self._wait_for_deployment(j, out, j.rollback_deployment_id, label="restorer's redeploy",
+                                          watching=False)
+            except NeedsRollback as why:
+                out.manual = self.manual_rollback_commands(j)
+                return out.end(ExitCode.ROLLBACK_FAILED, "rollback_failed",
+                               f"the restorer rolled back, but its redeploy did not complete: {why}")
+        results = self.run_probes(j.previous_mode, j.run_id)
+        out.rollback_probes = results
+        out.config_mode = j.previous_mode
+        bad = [r for r in results if not r.ok]
+        if bad:
+            out.manual = self.manual_rollback_commands(j)
+            return out.end(ExitCode.ROLLBACK_FAILED, "rollback_failed",
+                           f"the restorer rolled back, but probes still disagree with {j.previous_mode}: {bad[0].kind} "
+                           f"{bad[0].route} got {sorted(set(bad[0].statuses))}; restore by hand (commands below)")
+        return out.end(ExitCode.ROLLED_BACK, str(RunState.ROLLED_BACK),
+                       f"rolled back to {j.previous_mode} by the restorer (server side): {j.rollback_reason}")
+
     def _rollback_redeploy(self, j: Journal, out: Outcome) -> None:
         t = self.clock()
         dep = j.rollback_deployment_id
@@ -774,10 +961,33 @@ class Cutover:
             j.rollback_deployment_id = dep
             j.record("rollback-redeploy", "started", self.clock(), dep)
             self.journal.save(j)
-        detail = self._wait_for_deployment(j, out, dep, label="rollback redeploy", watching=False)
+        if j.strategy == "rolling":
+            detail = self._wait_for_deployment(j, out, dep, label="rollback redeploy", watching=False)
+        else:
+            detail = self._follow_rollback_shift(j, out)
         j.record("rollback-redeploy", "done", self.clock(), detail)
         self.journal.save(j)
         self.ui.step("rollback-redeploy", "done", detail, self.clock() - t)
+
+    def _follow_rollback_shift(self, j: Journal, out: Outcome) -> str:
+        """The rollback's own canary deployment: done when all production traffic is on it (its
+        bake, with the strict tasks standing by, need not be waited for)."""
+        deadline = self.clock() + self.cfg.cutover.redeploy_timeout
+        while True:
+            briefs = self.aws.list_service_deployments(*self.svc)
+            newest = briefs[0]["serviceDeploymentArn"] if briefs else None
+            sd = self.aws.describe_service_deployments([newest])[0] if newest else {}
+            status = sd.get("status", "")
+            prod, _ = self._weights(sd)
+            if newest != j.service_deployment and (status == "SUCCESSFUL" or prod >= 100):
+                return f"service deployment {sd.get('lifecycleStage') or status}: production {prod:g}% on the previous mode"
+            if newest != j.service_deployment and (status.startswith("ROLLBACK") or status == "STOPPED"):
+                raise RuntimeError(f"ECS {status} the rollback's own deployment: {sd.get('statusReason', '')}")
+            if self.clock() >= deadline:
+                raise RuntimeError(f"the rollback's deployment is still {status or '?'} after "
+                                   f"{format_duration(self.cfg.cutover.redeploy_timeout)}")
+            self.ui.progress(f"rollback redeploy: {status} {sd.get('lifecycleStage', '')}; production {prod:g}%")
+            self._wait(j, out, self.poll, watching=False)
 
     def _rollback_probe(self, j: Journal, out: Outcome) -> None:
         t = self.clock()

@@ -98,8 +98,9 @@ class Journal:
     new_version: int | None = None
     parameter_type: str = "String"
     parameter_tier: str = "Standard"
-    strategy: str = "rolling"
-    deployment_id: str | None = None
+    strategy: str = "rolling"              # rolling | canary | blue_green (service.deployment.strategy)
+    deployment_id: str | None = None       # the ECS deployment (ecs-svc/...) this run started
+    service_deployment: str | None = None  # its service-deployment ARN (canary / blue_green)
     rollback_deployment_id: str | None = None
     watch_window: float = 0.0
     flipped_at: float | None = None        # the parameter write: the watch reads from here

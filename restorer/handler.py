@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,6 +114,18 @@ def restore(event: dict, settings: Settings, clients: dict[str, Any], *, now: Ca
     if j.previous_version is None:
         return _done("nothing", f"run {j.run_id} ({j.state.value}) recorded no previous version: it wrote nothing")
 
+    # Take the run's lock first (a new token): from here on a tool process that is still alive fails
+    # its token check before its next journal write, so it cannot overwrite this story; it then
+    # reads the journal and reports the restorer's rollback.
+    token = _take_lock(ssm, settings.lock_parameter, j.run_id, now())
+    if token is None:
+        return _done("refused", f"the cutover lock is held by another run than {j.run_id}: left for the operator")
+    raw = _get(ssm, settings.journal_parameter)  # re-read under our lock: the tool may have written meanwhile
+    j = Journal.from_json(raw["Value"]) if raw else j
+    if j.state not in UNFINISHED:
+        lock = _release_lock(ssm, settings.lock_parameter, token)
+        return _done("nothing", f"run {j.run_id} became {j.state.value} meanwhile: nothing to restore; lock {lock}")
+
     what = f"ECS deployment {deployment} {detail.get('eventName')}: {detail.get('reason') or 'no reason given'}"
     log.info("run %s is %s; %s", j.run_id, j.state.value, what)
     started = now()
@@ -153,7 +166,7 @@ def restore(event: dict, settings: Settings, clients: dict[str, Any], *, now: Ca
     j.transition(RunState.ROLLED_BACK)
     _save(ssm, settings.journal_parameter, j)
 
-    lock = _release_lock(ssm, settings.lock_parameter, j.run_id)
+    lock = _release_lock(ssm, settings.lock_parameter, token)
     return _done("restored", f"run {j.run_id}: {plan.rule} ({moved}); {plan.note}; lock {lock}",
                  rule=plan.rule, new_version=new_version, redeployed=redeployed, lock=lock)
 
@@ -208,7 +221,25 @@ def _save(ssm: Any, name: str, j: Journal) -> None:
                       Description="brainstorm-router cutover journal (python -m cutover status)")
 
 
-def _release_lock(ssm: Any, name: str, run_id: str) -> str:
+def _take_lock(ssm: Any, name: str, run_id: str, now: float) -> str | None:
+    """Adopt the run's lock (or a free one) with a token of our own; None when another run holds it."""
+    raw = _get(ssm, name)
+    if raw is not None:
+        try:
+            holder = LockBody.from_json(raw["Value"]).run_id
+        except (ValueError, TypeError):
+            holder = "?"
+        if holder != run_id:
+            return None
+    token = secrets.token_hex(8)
+    body = LockBody(run_id=run_id, operator="restorer (ECS deployment state change)", token=token, ttl=900.0,
+                    started=now, renewed_by="restorer")
+    ssm.put_parameter(Name=name, Value=body.to_json(), Type="String", Overwrite=True)
+    return token
+
+
+def _release_lock(ssm: Any, name: str, token: str) -> str:
+    """Delete the lock if it still carries our token (a process that took it from us keeps it)."""
     raw = _get(ssm, name)
     if raw is None:
         return "already free"
@@ -216,8 +247,8 @@ def _release_lock(ssm: Any, name: str, run_id: str) -> str:
         body = LockBody.from_json(raw["Value"])
     except (ValueError, TypeError) as exc:
         return f"kept (unreadable body: {exc})"
-    if body.run_id != run_id:
-        return f"kept (held by run {body.run_id}, not {run_id})"
+    if body.token != token:
+        return f"kept (held by {body.operator} for run {body.run_id})"
     try:
         ssm.delete_parameter(Name=name)
     except ssm.exceptions.ParameterNotFound:

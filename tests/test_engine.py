@@ -11,6 +11,7 @@ from moto import mock_aws
 from cutover.engine import Options
 from cutover.lockstore import Lock
 from envconfig import load
+from tests.conftest import use_strategy
 from tests.fakes import Crash, client_error, make_world
 
 FORWARD_STEPS = ("flip", "redeploy", "probe", "proof", "watch")
@@ -21,6 +22,7 @@ YES = Options(target="strict", yes=True)
 
 @pytest.fixture
 def world(config_dir):
+    use_strategy(config_dir, "rolling")
     with mock_aws():
         yield make_world(load("production", config_dir))
 
@@ -159,6 +161,7 @@ def test_gate_red_for_an_unenrolled_unacknowledged_caller(config_dir):
     path.write_text(path.read_text().replace(
         '      acknowledged: "CLI mesh writes ship behind CAF enrollment automation (BR-231); no CLI release '
         'calls /v1/agent/* yet"\n', ""))
+    use_strategy(config_dir, "rolling")
     with mock_aws():
         world = make_world(load("production", config_dir))
         engine, _ = world.cutover()
@@ -575,6 +578,7 @@ def test_flip_keeps_the_parameter_type_and_tier(world):
 def test_a_caller_field_that_is_never_set_makes_the_watch_blind_and_rolls_back(config_dir):
     path = config_dir / "production.yaml"
     path.write_text(path.read_text().replace("  caller_field: caller ", "  caller_field: principal "))
+    use_strategy(config_dir, "rolling")
     with mock_aws():
         world = make_world(load("production", config_dir))
         engine, _ = world.cutover()

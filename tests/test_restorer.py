@@ -215,19 +215,37 @@ def test_every_unfinished_state_is_rolled_back(aws, state):
     assert w.gateway()["Value"] == ADVISORY
 
 
-def test_a_lock_held_by_another_run_is_kept(aws):
+def test_a_lock_held_by_another_run_is_kept_and_nothing_is_done(aws):
     w = World()
     w.put_lock("run-of-someone-else")
+    before = w.gateway()["Version"]
     result = w.run()
-    assert result["lock"] == "kept (held by run run-of-someone-else, not run-1795925624)"
+    assert result["action"] == "refused" and "held by another run" in result["message"]
+    assert w.gateway()["Version"] == before, "it does not act under another run's lock"
     assert w.lock_exists()
     assert LockBody.from_json(w.ssm.get_parameter(Name=LOCK)["Parameter"]["Value"]).run_id == "run-of-someone-else"
 
 
-def test_a_missing_lock_is_fine(aws):
+def test_a_missing_lock_is_taken_for_the_restore_and_released(aws):
     w = World()
     w.ssm.delete_parameter(Name=LOCK)
-    assert w.run()["lock"] == "already free"
+    result = w.run()
+    assert result["action"] == "restored" and result["lock"] == "released" and not w.lock_exists()
+
+
+def test_the_restorer_takes_the_runs_lock_before_it_writes(aws):
+    """A tool process still alive fails its token check before its next journal write."""
+    w = World()
+    seen = {}
+    real_put = w.ssm.put_parameter
+
+    def put(**kwargs):
+        if kwargs["Name"] == GW and "token" not in seen:
+            seen["token"] = LockBody.from_json(w.ssm.get_parameter(Name=LOCK)["Parameter"]["Value"]).token
+        return real_put(**kwargs)
+    w.ssm.put_parameter = put
+    w.run()
+    assert seen["token"] and seen["token"] != "t0k3n", "the lock carried the restorer's token, not the tool's"
 
 
 # ---------------------------------------------------------------------- when it must not act

@@ -100,7 +100,8 @@ def members(shape_name: str) -> set[str]:
 
 
 def test_service_deployment_apis_have_the_documented_shapes_and_play_the_stages_in_order(cfg):
-    with canary_world(cfg) as w:
+    # 0.3 s per empty stage: a 10 ms poll sees every stage even on a loaded 2-core machine.
+    with canary_world(cfg, stage_pause=0.3) as w:
         events: list[dict] = []
         w.on_deployment_event(events.append)
         dep_id, arn = deploy(w)
@@ -166,7 +167,8 @@ def test_describe_services_shows_blue_active_until_clean_up(cfg):
 
 
 def test_the_test_listener_reaches_only_green_and_production_follows_the_canary_weight(cfg):
-    with canary_world(cfg, canary_bake_minutes=200) as w:  # a 10 s canary bake: room to measure
+    # a 10 s canary bake: room to measure; 0.5 s per green task: the pre-shift look lands before the shift
+    with canary_world(cfg, canary_bake_minutes=200, step=0.5) as w:
         blue = groups(w)[w.ecs.production_group]
         _, arn = deploy(w)
         assert {health(w.test_url, w.pki.ca_cert) for _ in range(6)} <= blue, "no test traffic shift yet"

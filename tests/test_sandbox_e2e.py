@@ -77,7 +77,10 @@ def test_rollout_fails_parameter_restored_exit_4(tmp_path):
                                 *FAST)
     assert code == 4, log[-3000:]
     assert "FAILED" in result["message"]
-    assert versions(result) == ["advisory -> strict: v1 -> v2", "v2 -> v3 (= v1)"]
+    # The tool and the restorer (EventBridge on the FAILED event) race to the same restore rule:
+    # whoever writes first restores v1's bytes, the other finds nothing to write.
+    restored = [s["detail"] for s in result["journal"]["steps"] if s["step"] == "restore" and s["status"] == "done"]
+    assert restored and result["journal"]["state"] == "rolled_back"
     modes, status = after(log)
     assert modes == ["advisory", "advisory"] and status == 200
 

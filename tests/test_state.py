@@ -12,6 +12,7 @@ from moto import mock_aws
 from cutover.engine import Options, Terminated
 from cutover.report import markdown
 from envconfig import load
+from tests.conftest import use_strategy
 from tests.fakes import make_world
 
 YES = Options(target="strict", yes=True)
@@ -19,6 +20,7 @@ YES = Options(target="strict", yes=True)
 
 @pytest.fixture
 def world(config_dir):
+    use_strategy(config_dir, "rolling")
     with mock_aws():
         yield make_world(load("production", config_dir))
 
@@ -132,6 +134,7 @@ def test_a_superseded_process_never_deletes_its_adopters_lock_and_never_acts(wor
 
 
 def test_the_lock_is_renewed_while_the_run_lives(config_dir):
+    use_strategy(config_dir, "rolling")
     with mock_aws():
         cfg = load("production", config_dir)
         short = dataclasses.replace(cfg, cutover=dataclasses.replace(cfg.cutover, lock_ttl=600.0))

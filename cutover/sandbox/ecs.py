@@ -157,6 +157,7 @@ class EcsStandIn:
         self.tasks: dict[str, EcsTask] = {}
         self.deployments: list[Deployment] = []   # newest last
         self.listeners: list[Callable[[dict], None]] = []
+        self.stage_hooks: list[Callable[[str, str], None]] = []
         self.events: list[dict] = []
         self.production_group = GROUPS[0]
         self._first_forced = True
@@ -203,6 +204,10 @@ class EcsStandIn:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
+
+    def on_stage(self, hook: Callable[[str, str], None]) -> None:
+        """Call `hook(deployment_id, stage)` as a canary deployment enters each lifecycle stage."""
+        self.stage_hooks.append(hook)
 
     def on_event(self, callback: Callable[[dict], None]) -> None:
         self.listeners.append(callback)
@@ -389,6 +394,8 @@ class EcsStandIn:
     def _stage(self, d: Deployment, stage: str) -> None:
         with self.lock:
             d.stage, d.updated_at = stage, utcnow()
+        for hook in list(self.stage_hooks):
+            hook(d.id, stage)
 
     def _weights(self, d: Deployment, *, prod: float | None = None, test: float | None = None) -> None:
         with self.lock:

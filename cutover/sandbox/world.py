@@ -72,6 +72,7 @@ class SandboxWorld:
     parameter_changes: list[tuple[float, int, str]] = field(default_factory=list)  # (time, version, mode)
     flipped: threading.Event = field(default_factory=threading.Event)  # the parameter became strict
     admin_url: str | None = None  # the admin endpoint (serve mode)
+    restorer_results: list[dict] = field(default_factory=list)  # what each restorer invocation returned
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def client(self, name: str) -> Any:
@@ -341,6 +342,7 @@ def sandbox_world(cfg: EnvConfig, *, scenario: str = "clean", ui: Any, strategy:
         stack.callback(ecs.close)
 
         world_flipped = threading.Event()
+        caller_later = threading.Event()  # operator-vanishes: the caller comes once the deployment bakes
         changes: list[tuple[float, int, str]] = []
         stop_watch = threading.Event()
 
@@ -362,7 +364,8 @@ def sandbox_world(cfg: EnvConfig, *, scenario: str = "clean", ui: Any, strategy:
 
         traffic = Traffic(front.url, pki, cfg.cutover.gate.routes,
                           keys={c: k for k, c in api_keys.items()},
-                          unenrolled_from=world_flipped if scenario == "unenrolled-caller" else None)
+                          unenrolled_from=world_flipped if scenario == "unenrolled-caller" else
+                          caller_later if scenario == "operator-vanishes" else None)
         stack.callback(traffic.stop)
 
         # The tool gets the world's own copy of the config (so writing the new mode back never
@@ -387,6 +390,14 @@ def sandbox_world(cfg: EnvConfig, *, scenario: str = "clean", ui: Any, strategy:
                              metric_filter=metric_filter, plan=p, api_keys=api_keys, parameter_changes=changes,
                              flipped=world_flipped)
         world._clients.update(clients)
+        world.restorer_results = _wire_restorer(world, cfg)
+        if scenario == "operator-vanishes":
+            # The caller shows up once production traffic has moved and the deployment bakes (in
+            # the scenario, the tool has been killed by then): nobody at the keyboard.
+            ecs.on_stage(lambda _dep, stage: caller_later.set() if stage == "BAKE_TIME" else None)
+            if chosen == "rolling":  # no bake in a rolling deployment: the caller comes once it is done
+                ecs.on_event(lambda ev: caller_later.set()
+                             if ev["detail"]["eventName"] == "SERVICE_DEPLOYMENT_COMPLETED" else None)
         if admin:
             from cutover.sandbox.admin import AdminServer
 
@@ -410,6 +421,28 @@ def sandbox_world(cfg: EnvConfig, *, scenario: str = "clean", ui: Any, strategy:
                 ui.warn(m)
             ui.info(f"sandbox: after the run the tasks run {', '.join(t.mode for t in front.tasks) or 'nothing'}; "
                     f"POST {route} without a client cert (caller brainstorm-cli) -> {status}")
+
+
+def _wire_restorer(world: SandboxWorld, cfg: EnvConfig) -> list[dict]:
+    """EventBridge's rule and the restorer Lambda (restorer/handler.py, the code the stack deploys),
+    invoked asynchronously on this service's deployment events, as in AWS."""
+    from restorer.handler import Settings, restore
+
+    settings = Settings(gateway_parameter=cfg.gateway.parameter_name, journal_parameter=cfg.journal_parameter,
+                        lock_parameter=cfg.lock_parameter, service_arn=world.ecs.service_arn,
+                        cluster_name=cfg.service.cluster_name, service_name=cfg.service.service_name)
+    results: list[dict] = []
+
+    def invoke(event: dict) -> None:
+        clients = {"ssm": _client("ssm", world.env), "ecs": _client("ecs", world.env)}
+        try:
+            results.append(restore(event, settings, clients, now=time.time))
+        except Exception as exc:  # EventBridge would retry, then the DLQ
+            results.append({"action": "failed", "message": f"{type(exc).__name__}: {exc}"})
+
+    world.on_deployment_event(lambda event: threading.Thread(target=invoke, args=(event,), name="sandbox-restorer",
+                                                             daemon=True).start())
+    return results
 
 
 def load_world_config(config_dir: Path, env: str = "sandbox") -> EnvConfig:
