@@ -240,7 +240,11 @@ def _render_status(ui: Any, outcome: Any, file_mode: str) -> None:
     ui.info(f"mode: {s.mode} ({s.parameter} v{s.version}); config file: {file_mode}"
             + ("  ** DRIFT **" if file_mode != s.mode else ""))
     deps = ", ".join(f"{d['status']} {d['rolloutState']} {d['running']}/{d['desired']}" for d in s.deployments)
-    ui.info(f"service: {s.running}/{s.desired} running; deployments: {deps}")
+    ui.info(f"service: {s.running}/{s.desired} running; deployments: {deps}; strategy {s.strategy}")
+    if s.service_deployment:
+        sd = s.service_deployment
+        ui.info(f"service deployment: {sd['status']} {sd['stage'] or ''}; traffic on the newest revision: production "
+                f"{sd['production_weight_new']:g}%, test {sd['test_weight_new']:g}%")
     lock = s.lock
     ui.info("lock: free" if lock is None else
             f"lock: run {lock.body.run_id} by {lock.body.operator}, expires {iso(lock.expires)}"

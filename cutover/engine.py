@@ -108,6 +108,8 @@ class StatusView:
     lock: LockView | None
     run: Journal | None
     next_commands: list[str]
+    strategy: str = "rolling"
+    service_deployment: dict[str, Any] | None = None  # canary/blue_green: status, stage, traffic split
 
 
 @dataclass
@@ -468,6 +470,8 @@ class Cutover:
         found = self.aws.describe_service_deployments([j.service_deployment])
         if not found:
             raise NeedsRollback(f"service deployment {j.service_deployment} not found")
+        if j.first_strict_task is None and j.state in FORWARD and self._weights(found[0])[0] > 0:
+            j.first_strict_task = self.clock()  # production traffic reaches tasks with the new value
         return found[0]
 
     @staticmethod
@@ -488,9 +492,6 @@ class Cutover:
                 alarms = (sd.get("alarms") or {}).get("triggeredAlarmNames") or []
                 raise NeedsRollback(f"ECS {status} the service deployment: {sd.get('statusReason', '')}"
                                     + (f" (alarm {', '.join(alarms)})" if alarms else ""))
-            if watching and j.first_strict_task is None and prod > 0:
-                j.first_strict_task = self.clock()  # production traffic reaches tasks with the new value
-                self.journal.save(j)
             done = status == "SUCCESSFUL" or (prod >= 100 if until == "production" else test >= 100 or prod > 0)
             if done:
                 return (f"service deployment {stage or status}: test traffic {test:g}%, production {prod:g}% on the "
@@ -1105,7 +1106,23 @@ class Cutover:
             # (still in preflight/gate/confirm, or killed there). It expires unless renewed.
             notes.append(f"lock held by run {lock.body.run_id} ({lock.body.operator}), which has not changed "
                          f"anything yet; expires {iso(lock.expires)}")
+        sd_view = None
+        if cfg.service.deployment.strategy != "rolling":
+            try:
+                briefs = self.aws.list_service_deployments(*self.svc)
+            except Exception as exc:  # status is read-only and best effort: say what could not be read
+                briefs = []
+                notes.append(f"service deployments unreadable ({type(exc).__name__})")
+            if briefs:
+                sd = self.aws.describe_service_deployments([briefs[0]["serviceDeploymentArn"]])[0]
+                prod, test = self._weights(sd)
+                sd_view = {"arn": sd.get("serviceDeploymentArn"), "status": sd.get("status"),
+                           "stage": sd.get("lifecycleStage"), "production_weight_new": prod, "test_weight_new": test,
+                           "reason": sd.get("statusReason")}
+                notes.append(f"service deployment {sd_view['status']} {sd_view['stage'] or ''}".rstrip()
+                             + f": production {prod:g}% / test {test:g}% on the newest revision")
         out.status = StatusView(
+            strategy=cfg.service.deployment.strategy, service_deployment=sd_view,
             mode=mode, parameter=cfg.gateway.parameter_name, version=param.version,
             deployments=[{"id": d["id"], "status": d.get("status"), "rolloutState": d.get("rolloutState"),
                           "running": d.get("runningCount"), "desired": d.get("desiredCount")}

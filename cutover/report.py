@@ -238,7 +238,9 @@ def to_json(outcome: Outcome, *, status_extra: dict[str, Any] | None = None) -> 
         lock = s.lock
         data["status"] = {
             "mode": s.mode, "parameter": s.parameter, "version": s.version, "deployments": s.deployments,
-            "running": s.running, "desired": s.desired, "next": s.next_commands,
+            "running": s.running, "desired": s.desired, "next": s.next_commands, "strategy": s.strategy,
+            "service_deployment": s.service_deployment,
+            "restored_by": s.run.restore.by if s.run is not None and s.run.restore is not None else None,
             "lock": None if lock is None else {"run_id": lock.body.run_id, "operator": lock.body.operator,
                                                "expires": iso(lock.expires), "expired": lock.expired},
             "run": None if s.run is None else {"run_id": s.run.run_id, "state": s.run.state,

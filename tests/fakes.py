@@ -117,6 +117,8 @@ class ScriptedEcs(Faulty):
             return self._update_service
         if op == "describe_services":
             return self._describe_services
+        if op in ("list_service_deployments", "describe_service_deployments", "stop_service_deployment"):
+            return getattr(self.world.canary, op)
         if op == "list_tasks":
             return self._list_tasks
         if op == "describe_tasks":
@@ -133,7 +135,11 @@ class ScriptedEcs(Faulty):
 
     def _update_service(self, **kwargs: Any) -> Any:
         resp = super().__getattr__("update_service")(**kwargs)
-        self.world.start_rollout(resp["service"]["deployments"][0]["id"])
+        new_id = resp["service"]["deployments"][0]["id"]
+        if self.world.canary is not None:
+            self.world.canary.start(new_id)
+        else:
+            self.world.start_rollout(new_id)
         return self._shape(resp, "service")
 
     def _describe_services(self, **kwargs: Any) -> Any:
@@ -147,6 +153,87 @@ class ScriptedEcs(Faulty):
             s["deployments"] = self.world.deployments(s["deployments"][0])
             s["runningCount"] = self.world.running
         return resp
+
+
+STAGES = ("PRE_SCALE_UP", "SCALE_UP", "POST_SCALE_UP", "TEST_TRAFFIC_SHIFT", "POST_TEST_TRAFFIC_SHIFT",
+          "PRODUCTION_TRAFFIC_SHIFT", "POST_PRODUCTION_TRAFFIC_SHIFT", "BAKE_TIME", "CLEAN_UP")
+
+
+def canary_script(*, canary_polls: int = 20, bake_polls: int = 200, percent: float = 10.0) -> list[tuple]:
+    """(stage, production %, test %, status), one step per DescribeServiceDeployments call."""
+    return ([("PRE_SCALE_UP", 0, 0, "IN_PROGRESS"), ("SCALE_UP", 0, 0, "IN_PROGRESS"),
+             ("TEST_TRAFFIC_SHIFT", 0, 100, "IN_PROGRESS")]
+            + [("PRODUCTION_TRAFFIC_SHIFT", percent, 100, "IN_PROGRESS")] * canary_polls
+            + [("BAKE_TIME", 100, 100, "IN_PROGRESS")] * bake_polls + [("CLEAN_UP", 100, 100, "SUCCESSFUL")])
+
+
+@dataclass
+class ScriptedCanary:
+    """ECS-native canary for the engine tests: service deployments that move one scripted step per
+    DescribeServiceDeployments call (moto implements none of these APIs). The production listener
+    serves the blue tasks' mode until all production traffic is on green; the test listener
+    (`test_port`) always reaches green; StopServiceDeployment(ROLLBACK) puts blue back at once."""
+
+    world: World
+    scripts: list[list[tuple]] = field(default_factory=list)
+    test_port: int = 8443
+    deployments: list[dict] = field(default_factory=list)
+    stops: int = 0
+
+    def start(self, deployment_id: str) -> None:
+        w = self.world
+        mode = read_mode(w.clients["ssm"].get_parameter(Name=w.cfg.gateway.parameter_name)["Parameter"]["Value"])
+        script = list(self.scripts.pop(0) if self.scripts else canary_script())
+        arn = (f"arn:aws:ecs:{w.cfg.region}:123456789012:service-deployment/{w.cfg.service.cluster_name}/"
+               f"{w.cfg.service.service_name}/sd{len(self.deployments) + 1}")
+        self.deployments.insert(0, {"arn": arn, "id": deployment_id, "script": script, "mode": mode,
+                                    "blue_mode": w.deployed_mode, "stage": "PRE_SCALE_UP", "prod": 0.0,
+                                    "test": 0.0, "status": "IN_PROGRESS", "reason": "in progress"})
+        w.rollouts += 1
+        w._old_id = deployment_id
+        w.task_ids = [f"{w.rollouts:02d}{c * 30}" for c in "cd"]
+
+    def green_mode(self) -> str:
+        return self.deployments[0]["mode"] if self.deployments else self.world.deployed_mode
+
+    def _advance(self, d: dict) -> None:
+        if d["status"] == "ROLLBACK_IN_PROGRESS":
+            d["status"] = "ROLLBACK_SUCCESSFUL"
+            return
+        if d["status"] != "IN_PROGRESS" or not d["script"]:
+            return
+        d["stage"], d["prod"], d["test"], d["status"] = d["script"].pop(0)
+        if d["prod"] >= 100:
+            self.world.deployed_mode = d["mode"]
+        if d["status"].startswith("ROLLBACK"):  # ECS's own rollback (an alarm): blue serves again
+            d["reason"] = "ECS deployment alarm(s) in ALARM: legitimate-mesh-write-403"
+            self.world.deployed_mode = d["blue_mode"]
+
+    def list_service_deployments(self, **kwargs: Any) -> dict:
+        wanted = kwargs.get("status")
+        return {"serviceDeployments": [{"serviceDeploymentArn": d["arn"], "status": d["status"]}
+                                       for d in self.deployments if not wanted or d["status"] in wanted]}
+
+    def describe_service_deployments(self, **kwargs: Any) -> dict:
+        out = []
+        for arn in kwargs["serviceDeploymentArns"]:
+            d = next(x for x in self.deployments if x["arn"] == arn)
+            self._advance(d)
+            out.append({"serviceDeploymentArn": arn, "status": d["status"], "statusReason": d["reason"],
+                        "lifecycleStage": d["stage"],
+                        "targetServiceRevision": {"requestedProductionTrafficWeight": d["prod"],
+                                                  "requestedTestTrafficWeight": d["test"]},
+                        "alarms": {"triggeredAlarmNames": ["legitimate-mesh-write-403"]}
+                        if d["status"].startswith("ROLLBACK") and "alarm" in d["reason"] else {}})
+        return {"serviceDeployments": out, "failures": []}
+
+    def stop_service_deployment(self, **kwargs: Any) -> dict:
+        d = next(x for x in self.deployments if x["arn"] == kwargs["serviceDeploymentArn"])
+        assert kwargs["stopType"] == "ROLLBACK" and d["status"] == "IN_PROGRESS"
+        d["status"], d["reason"] = "ROLLBACK_IN_PROGRESS", "rollback requested"
+        self.world.deployed_mode = d["blue_mode"]
+        self.stops += 1
+        return {"serviceDeploymentArn": d["arn"]}
 
 
 @dataclass
@@ -166,6 +253,8 @@ class World:
     sentinel_caller_logged: bool = True     # False: the gateway checks mTLS before the API key (a blind watch)
     silent_tasks: set[str] = field(default_factory=set)  # tasks whose log lines never arrive
     probe_lines: int = 0
+    canary: ScriptedCanary | None = None   # set: the service deploys ECS-native canary (scripted)
+    probed_urls: list[str] = field(default_factory=list)
     _streams: set = field(default_factory=set)
     _rr: int = 0
 
@@ -203,7 +292,9 @@ class World:
               kinds: tuple[str, ...] | None = None) -> list[ProbeResult]:
         """Answers as tasks that read the parameter when they started, and logs every request in
         the answering task's own stream (awslogs: gateway/gateway/<task-id>), round robin."""
-        strict = self.deployed_mode == "strict"
+        self.probed_urls.append(spec.base_url)
+        test_listener = self.canary is not None and spec.base_url.endswith(f":{self.canary.test_port}")
+        strict = (self.canary.green_mode() if test_listener else self.deployed_mode) == "strict"
         refused = 403 if strict else 401
         status = {NO_CERT: refused, FORGED: refused, UNTRUSTED: refused, ENROLLED: 401,
                   SENTINEL: 403 if strict else 400}
