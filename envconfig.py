@@ -323,6 +323,15 @@ class Probes:
 
 
 @dataclass(frozen=True)
+class Promotion:
+    """Staged promotion: a strict cutover of this environment needs a finished (watched) strict
+    cutover of `after` no older than `max_age`, read from that environment's journal."""
+
+    after: str
+    max_age: Seconds
+
+
+@dataclass(frozen=True)
 class CutoverSettings:
     gate: Gate
     future_callers: tuple[FutureCaller, ...]
@@ -332,6 +341,11 @@ class CutoverSettings:
     overlap: Seconds
     redeploy_timeout: Seconds
     lock_ttl: Seconds
+    promotion: Promotion | None = None
+
+    def journal_of(self, env: str) -> str:
+        """Another environment's journal parameter (the SSM naming convention)."""
+        return f"/brainstorm-router/{env}/cutover/journal"
 
 
 @dataclass(frozen=True)
@@ -531,6 +545,10 @@ def _check(cfg: EnvConfig, file: str) -> None:
             raise ConfigError(file, key, "unknown probe kind", f"use one of: {', '.join(PROBE_KINDS)}")
         if not isinstance(over, dict) or set(over) - {"method", "body", "headers"}:
             raise ConfigError(file, key, "expected a mapping of method, body, headers", "e.g. {method: GET, body: ''}")
+    promo = cfg.cutover.promotion
+    if promo is not None and promo.after == cfg.environment:
+        raise ConfigError(file, "cutover.promotion.after", "an environment cannot be promoted from itself",
+                          "name the environment that goes first, e.g. staging")
     sentinel = cfg.cutover.probes.sentinel
     if sentinel is not None and (sentinel.api_key_env is None) == (sentinel.api_key_file is None):
         raise ConfigError(file, "cutover.probes.sentinel", "needs exactly one of api_key_env, api_key_file",

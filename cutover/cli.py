@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--advisory", dest="target", action="store_const", const="advisory",
                       help="the deliberate way back: no gate; still redeploys, probes and reports")
     m.add_argument("--dry-run", action="store_true", help="preflight, gate and the plan; change nothing")
+    m.add_argument("--skip-staging", metavar="REASON",
+                   help="go strict without a recent finished strict cutover of the environment this one is promoted "
+                        "after (cutover.promotion); the reason is recorded in the journal and the report")
     m.add_argument("--scenario", choices=list(SCENARIOS),
                    help="with --sandbox: the world to rehearse against (default: clean): " +
                         "; ".join(f"{k}: {v}" for k, v in SCENARIOS.items()))
@@ -314,7 +317,8 @@ def run_command(args: argparse.Namespace, ui: Any, out: Any) -> int:
                 _check_files(cfg)
         opts = Options(target=getattr(args, "target", None) or "strict", dry_run=dry_run,
                        yes=getattr(args, "yes", False), watch=getattr(args, "watch", None),
-                       poll=getattr(args, "poll", None), break_lock=getattr(args, "break_lock", False))
+                       poll=getattr(args, "poll", None), break_lock=getattr(args, "break_lock", False),
+                       skip_staging=getattr(args, "skip_staging", None))
 
         if args.command == "gate":
             verdict = engine.gate()

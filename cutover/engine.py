@@ -95,6 +95,7 @@ class Options:
     watch: float | None = None   # None: the config's window
     poll: float | None = None
     break_lock: bool = False
+    skip_staging: str | None = None   # the reason to cut over without a finished cutover of cfg's `after` env
 
 
 @dataclass
@@ -174,7 +175,31 @@ class Cutover:
         p = self.aws.get_parameter(self.cfg.gateway.parameter_name)
         return p, read_mode(p.value)
 
-    def gate(self, service: dict | None = None) -> GateVerdict:
+    def promotion_problem(self, skip: str | None = None) -> str | None:
+        """Staged promotion: why this environment may not go strict yet (None: it may)."""
+        promo = self.cfg.cutover.promotion
+        if promo is None or skip:
+            return None
+        fix = f"cut {promo.after} over first (python -m cutover mtls --strict --env {promo.after}), or pass " \
+              "--skip-staging \"<reason>\""
+        try:
+            p = self.aws.find_parameter(self.cfg.cutover.journal_of(promo.after))
+        except Exception as exc:  # unreadable is not proof
+            return f"cannot read {promo.after}'s journal ({type(exc).__name__}: {exc}); {fix}"
+        if p is None:
+            return f"no cutover of {promo.after} on record; {fix}"
+        j = Journal.from_json(p.value)
+        finished = j.at("finish", "done")
+        if j.target != "strict" or j.state != RunState.DONE or finished is None:
+            return (f"{promo.after}'s last cutover {j.run_id} (-> {j.target}) is {j.state}, not a finished, watched "
+                    f"strict cutover; {fix}")
+        age = self.clock() - finished
+        if age > promo.max_age:
+            return (f"{promo.after}'s strict cutover {j.run_id} finished {format_duration(age)} ago, longer than "
+                    f"{format_duration(promo.max_age)}; {fix}")
+        return None
+
+    def gate(self, service: dict | None = None, *, skip_staging: str | None = None) -> GateVerdict:
         """One pass over the log group for the whole lookback, every pattern in one pre-filter.
         `service`: the ECS description the caller already holds (preflight's), to avoid a re-read."""
         g = self.cfg.cutover.gate
@@ -187,7 +212,8 @@ class Cutover:
         guards = self.cfg.observability.guard_alarms
         return judge_gate(counts, self.cfg.cutover.future_callers, guard_alarms=guards,
                           alarm_states=self.aws.alarm_states(guards), deployments=service.get("deployments", []),
-                          running=service.get("runningCount", 0), desired=service.get("desiredCount", 0))
+                          running=service.get("runningCount", 0), desired=service.get("desiredCount", 0),
+                          promotion=self.promotion_problem(skip_staging))
 
     def run_probes(self, mode: str, run_id: str) -> list[ProbeResult]:
         tasks = self.aws.describe_service(*self.svc).get("runningCount", 0)
@@ -279,8 +305,11 @@ class Cutover:
 
         if opts.target == "strict":  # --advisory is the deliberate way back: no gate
             t = self.clock()
-            verdict = self.gate(service)
+            verdict = self.gate(service, skip_staging=opts.skip_staging)
             out.gate = verdict
+            if opts.skip_staging and cfg.cutover.promotion is not None:
+                j.skip_staging = opts.skip_staging
+                out.warnings.append(f"staged promotion skipped: {opts.skip_staging}")
             self.ui.step("gate", "GREEN" if verdict.green else "RED",
                          f"{verdict.counts.scanned} event(s) scanned over "
                          f"{format_duration(cfg.cutover.gate.lookback)}", self.clock() - t)
@@ -405,8 +434,8 @@ class Cutover:
         self._done(j, "flip", detail, t, RunState.DEPLOYING)
 
     def _start_watcher(self, j: Journal) -> None:
-        if self.watcher is not None:
-            return
+        if self.watcher is not None or j.target != "strict":
+            return  # --advisory refuses nobody: there is no hurt caller to watch for
         group = self.cfg.observability.log_group_name
         cursor = LogCursor(read=lambda lo, hi: self.aws.log_events(group, lo, hi, WATCH_FILTER),
                            start_ms=int((j.flipped_at or self.clock()) * 1000),

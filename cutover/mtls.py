@@ -92,7 +92,8 @@ class GateVerdict:
 
 
 def judge_gate(counts: GateCounts, callers: tuple[FutureCaller, ...], *, guard_alarms: tuple[str, ...],
-               alarm_states: dict[str, str], deployments: list[dict], running: int, desired: int) -> GateVerdict:
+               alarm_states: dict[str, str], deployments: list[dict], running: int, desired: int,
+               promotion: str | None = None) -> GateVerdict:
     # Only bypass events make the gate RED. Route counts are context (the ship log's table):
     # callers that present an enrolled client cert are not affected by strict mode, and a
     # caller without one shows up as an mtls-advisory bypass line, which is counted above.
@@ -121,6 +122,8 @@ def judge_gate(counts: GateCounts, callers: tuple[FutureCaller, ...], *, guard_a
         reasons.append(f"a deployment is in progress ({len(deployments)} deployment(s), rollout {rollout or 'mixed'})")
     if running < desired:
         reasons.append(f"running tasks {running} < desired {desired}")
+    if promotion:
+        reasons.append(promotion)
     return GateVerdict(green=not reasons, reasons=tuple(reasons), counts=counts, callers=tuple(states))
 
 

@@ -175,6 +175,8 @@ def markdown(outcome: Outcome, *, sandbox: bool = False) -> str:
         if j.watch_started is not None:
             out.append(f"**Watch window began:** {iso(j.watch_started)} (the watch itself ran from the flip, "
                        f"{iso(j.flipped_at or j.started)})  ")
+        if j.skip_staging:
+            out.append(f"**Staged promotion skipped:** {j.skip_staging}  ")
         if j.target == "strict" and j.sentinel:
             out.append("**Watch:** " + ("verified by the sentinel (a hurt caller's 403 is seen, on every task)"
                                         if j.sentinel == "verified" else "UNVERIFIED (run without a sentinel)") + "  ")

@@ -395,8 +395,31 @@ def tasks_running(cfg: EnvConfig) -> None:
     svc.deployments[0].update(rolloutState="COMPLETED", runningCount=cfg.service.desired_count, pendingCount=0)
 
 
-def make_world(cfg: EnvConfig) -> World:
-    """Call inside mock_aws()."""
+def finished_journal(env: str, *, finished_at: float, state: str = "done", target: str = "strict") -> str:
+    """A journal as a finished run of `env` leaves it (JSON, as stored in SSM)."""
+    from cutover_core.journal import Journal, RunState, fit
+
+    j = Journal(run_id=f"{env}-run", env=env, operator="arn:aws:sts::1:assumed-role/ops/alice", target=target,
+                previous_mode="advisory", parameter=f"/brainstorm-router/{env}/gateway/config",
+                started=finished_at - 2400, previous_version=1, new_version=2, state=RunState(state))
+    j.record("finish", "done", finished_at)
+    return fit(j)
+
+
+def promoted_from(world: World, env: str, *, finished_ago: float = 3600.0, state: str = "done",
+                  target: str = "strict") -> None:
+    """`env` (staging) cut over first: its journal, as its own run left it."""
+    world.clients["ssm"].put_parameter(
+        Name=world.cfg.cutover.journal_of(env), Type="String", Overwrite=True,
+        Value=finished_journal(env, finished_at=world.clock.now - finished_ago, state=state, target=target))
+
+
+def make_world(cfg: EnvConfig, *, promoted: bool = True) -> World:
+    """Call inside mock_aws(). `promoted`: the environment cfg is promoted after (staging) has
+    finished its strict cutover an hour ago, as the runbook requires before production."""
     clients = {n: boto3.client(n, region_name=cfg.region) for n in SERVICES}
     provision(cfg, clients)
-    return World(cfg=cfg, clients=clients, clock=FakeClock())
+    world = World(cfg=cfg, clients=clients, clock=FakeClock())
+    if promoted and cfg.cutover.promotion is not None:
+        promoted_from(world, cfg.cutover.promotion.after)
+    return world

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import boto3
 import pytest
@@ -14,7 +15,7 @@ from cutover.cli import main
 from cutover.sandbox.provision import provision
 from envconfig import ConfigError, load
 from tests.conftest import ROOT
-from tests.fakes import SERVICES, tasks_running
+from tests.fakes import SERVICES, finished_journal, tasks_running
 
 
 @pytest.fixture
@@ -31,6 +32,8 @@ def aws(config_dir, monkeypatch, tmp_path):
         clients = {n: boto3.client(n, region_name=cfg.region) for n in SERVICES}
         provision(cfg, clients)
         tasks_running(cfg)
+        clients["ssm"].put_parameter(Name=cfg.cutover.journal_of("staging"), Type="String",  # staging went first
+                                     Value=finished_journal("staging", finished_at=time.time() - 3600))
         yield cfg, clients
 
 
@@ -38,7 +41,7 @@ def untouched(cfg, clients) -> bool:
     ssm = clients["ssm"]
     names = {p["Name"] for p in ssm.describe_parameters()["Parameters"]}
     return (ssm.get_parameter(Name=cfg.gateway.parameter_name)["Parameter"]["Version"] == 1
-            and names == {cfg.gateway.parameter_name})
+            and names == {cfg.gateway.parameter_name, cfg.cutover.journal_of("staging")})
 
 
 def run(config_dir, *argv: str) -> int:

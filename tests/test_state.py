@@ -296,3 +296,31 @@ def test_the_printed_manual_commands_restore_the_exact_bytes(tmp_path, config_di
         assert tiers[3] == "Advanced"
     finally:
         server.stop()
+
+
+# ---------------------------------------------------------------- staged promotion
+
+
+@pytest.mark.parametrize("staging, says", [
+    (None, "no cutover of staging on record"),
+    ({"finished_ago": 8 * 86400}, "finished 192h ago, longer than 168h"),
+    ({"state": "rolled_back"}, "is rolled_back, not a finished, watched strict cutover"),
+    ({"state": "watch_cut_short"}, "is watch_cut_short, not a finished, watched strict cutover"),
+])
+def test_production_waits_for_a_recent_finished_staging_cutover(config_dir, staging, says):
+    from tests.fakes import promoted_from
+
+    use_strategy(config_dir, "rolling")
+    with mock_aws():
+        world = make_world(load("production", config_dir), promoted=False)
+        if staging is not None:
+            promoted_from(world, "staging", **staging)
+        engine, _ = world.cutover()
+        outcome = engine.run(YES)
+        assert outcome.code == 3 and says in outcome.message and "--skip-staging" in outcome.message
+        assert world.param()["Version"] == 1 and world.lock() is None
+        engine, _ = world.cutover()
+        skipped = engine.run(Options(target="strict", yes=True, skip_staging="staging is down for the DB migration"))
+        assert skipped.code == 0, skipped.message
+        assert world.journal()["skip_staging"] == "staging is down for the DB migration"
+        assert "Staged promotion skipped:** staging is down for the DB migration" in markdown(skipped)
