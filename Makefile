@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 ENVS := $(basename $(notdir $(wildcard config/*.yaml)))
 
-.PHONY: test demo lint unit synth cfn-lint bench clean setup
+.PHONY: test demo lint unit synth cfn-lint bench clean setup deploy import require-env
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -35,6 +35,20 @@ synth: setup
 
 cfn-lint: $(VENV)/.installed
 	$(VENV)/bin/cfn-lint cdk.out/*.template.json
+
+# The real account (README: "Adopting the live account"). The guard refuses, one line per problem,
+# while config/$(ENV).yaml holds CHANGE-ME placeholders or differs from the live gateway parameter;
+# only then does CDK touch the account. Credentials: the boto3 chain (AWS_PROFILE), as cdk's.
+deploy: require-env setup
+	$(PY) -m cutover.deploy_guard --env $(ENV)
+	npx cdk deploy BrainstormRouter-$(ENV) $(CDK_ARGS)
+
+import: require-env setup
+	$(PY) -m cutover.deploy_guard --env $(ENV)
+	npx cdk import BrainstormRouter-$(ENV) $(CDK_ARGS)
+
+require-env:
+	@test -n "$(ENV)" || { echo "usage: make deploy|import ENV=<one of: $(ENVS)>" >&2; exit 2; }
 
 demo: $(VENV)/.installed
 	$(PY) -m cutover mtls --strict --sandbox --yes $(ARGS)

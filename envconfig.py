@@ -104,6 +104,34 @@ def timing_problem(*, watch: float, poll: float, overlap: float, redeploy_timeou
     return None
 
 
+# ---------------------------------------------------------------- placeholders
+
+# A value this repository could not know (the live image, certificate, URL, gateway document) is
+# written as a string starting with this marker. The loader accepts it, so `cdk synth` works without
+# credentials (CI); the deploy guard (`make deploy`, cutover/deploy_guard.py) refuses it, naming the key.
+PLACEHOLDER = "CHANGE-ME"
+
+
+def is_placeholder(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(PLACEHOLDER)
+
+
+def placeholder_keys(value: Any, key: str = "") -> tuple[str, ...]:
+    """The YAML key paths (`service.image`, `gateway.document.placeholder`, `x[0].y`) whose value is a
+    placeholder, in file order. Walks a loaded EnvConfig (its fields are the YAML keys) or plain data."""
+    if is_placeholder(value):
+        return (key,)
+    prefix = f"{key}." if key else ""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return tuple(k for f in dataclasses.fields(value) if f.name != "source"
+                     for k in placeholder_keys(getattr(value, f.name), f"{prefix}{f.name}"))
+    if isinstance(value, dict):
+        return tuple(k for name, v in value.items() for k in placeholder_keys(v, f"{prefix}{name}"))
+    if isinstance(value, (list, tuple)):
+        return tuple(k for i, v in enumerate(value) for k in placeholder_keys(v, f"{key}[{i}]"))
+    return ()
+
+
 def render_document(document: dict) -> str:
     """The exact text stored in the gateway config parameter (the gateway reads YAML).
 
@@ -380,6 +408,11 @@ class EnvConfig:
     @property
     def stack_name(self) -> str:
         return f"BrainstormRouter-{self.environment}"
+
+    @property
+    def placeholders(self) -> tuple[str, ...]:
+        """Keys still holding a CHANGE-ME placeholder: allowed at synth, refused by the deploy guard."""
+        return placeholder_keys(self)
 
     @property
     def peak_tasks(self) -> int:

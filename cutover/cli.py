@@ -152,6 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
             "Puts the previous mode back (the exact previous bytes when the live version is the run's own\n"
             "write; only the flag when someone else wrote after it), redeploys and probes. Asks nothing:\n"
             "it is the way back.", (0, 1, 4, 5))
+
+    # `config pull` (cutover/adopt.py): adopt the live gateway document before any deploy.
+    cfg = command("config", [], "adopt what is live into config/<env>.yaml (config pull)",
+                  "config pull: read the live gateway parameter and write it into config/<env>.yaml as\n"
+                  "gateway.document (the flag byte for byte, the rest key for key, every other byte of the\n"
+                  "file kept), after showing the unified diff. Run it before the first deploy.", (0, 1))
+    pull = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION").add_parser(
+        "pull", parents=[common], formatter_class=raw, help="write the live gateway document into config/<env>.yaml",
+        description="Reads the live gateway config parameter (ssm:GetParameter only), shows the unified diff\n"
+                    "of config/<env>.yaml and writes it after confirmation. Never writes to AWS.",
+        epilog=f"exit codes:\n{_exit_lines((0, 1, 2))}")
+    pull.add_argument("--dry-run", action="store_true", help="show the diff; write nothing")
+    pull.add_argument("--yes", action="store_true", help="write without asking (needed when not on a terminal)")
     return parser
 
 
@@ -159,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_files(cfg: Any) -> None:
+    """What the tool will touch on this machine and on the wire, checked before any AWS call."""
+    for key in cfg.placeholders:
+        if key.startswith("cutover.probes."):
+            raise ConfigError(cfg.source, key, "still a CHANGE-ME placeholder: the probes would hit nothing",
+                              "set the gateway's real HTTPS URL (and the probe certificate) before acting")
     p = cfg.cutover.probes
     for key, path in (("client_cert", p.client_cert), ("client_key", p.client_key), ("ca_bundle", p.ca_bundle)):
         if path and not Path(path).is_file():
@@ -272,6 +290,9 @@ def _render_status(ui: Any, outcome: Any, file_mode: str) -> None:
 
 
 def run_command(args: argparse.Namespace, ui: Any, out: Any) -> int:
+    if args.command == "config":  # `config pull`: reads the live parameter, writes config/<env>.yaml
+        from cutover.adopt import pull
+        return pull(args, ui, out)
     import envconfig
     from cutover.engine import Options, Outcome
     from cutover.factory import build

@@ -213,7 +213,7 @@ class Cutover:
         return judge_gate(counts, self.cfg.cutover.future_callers, guard_alarms=guards,
                           alarm_states=self.aws.alarm_states(guards), deployments=service.get("deployments", []),
                           running=service.get("runningCount", 0), desired=service.get("desiredCount", 0),
-                          promotion=self.promotion_problem(skip_staging))
+                          promotion=self.promotion_problem(skip_staging), config_file=self.cfg.source or None)
 
     def run_probes(self, mode: str, run_id: str) -> list[ProbeResult]:
         tasks = self.aws.describe_service(*self.svc).get("runningCount", 0)

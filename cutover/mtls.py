@@ -91,9 +91,18 @@ class GateVerdict:
     callers: tuple[tuple[str, str], ...]  # (name, state) for the report
 
 
+def shown_path(path: str | Path) -> str:
+    """A path as an operator would type it: relative to the working directory when inside it."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(p)
+
+
 def judge_gate(counts: GateCounts, callers: tuple[FutureCaller, ...], *, guard_alarms: tuple[str, ...],
                alarm_states: dict[str, str], deployments: list[dict], running: int, desired: int,
-               promotion: str | None = None) -> GateVerdict:
+               promotion: str | None = None, config_file: str | None = None) -> GateVerdict:
     # Only bypass events make the gate RED. Route counts are context (the ship log's table):
     # callers that present an enrolled client cert are not affected by strict mode, and a
     # caller without one shows up as an mtls-advisory bypass line, which is counted above.
@@ -102,14 +111,18 @@ def judge_gate(counts: GateCounts, callers: tuple[FutureCaller, ...], *, guard_a
         if n:
             reasons.append(f"{n} log event(s) match {p!r} in the lookback window")
     states = []
-    for c in callers:
+    where = shown_path(config_file) if config_file else "config/<env>.yaml"
+    for i, c in enumerate(callers):
         if c.enrolled:
             states.append((c.name, "enrolled"))
         elif c.acknowledged:
             states.append((c.name, f"acknowledged: {c.acknowledged}"))
         else:
+            # The decision is the operator's: say exactly which key records it, and where.
             states.append((c.name, "NOT ENROLLED"))
-            reasons.append(f"future caller {c.name!r} is neither enrolled nor acknowledged")
+            key = f"cutover.future_callers[{i}]"
+            reasons.append(f"future caller {c.name!r} is neither enrolled nor acknowledged: set {key}.enrolled: true "
+                           f"(it has a CAF client cert) or {key}.acknowledged: \"<why it is safe>\" in {where}")
     firing = [a for a in guard_alarms if alarm_states.get(a) == "ALARM"]
     if firing:
         reasons.append(f"guard alarm(s) already in ALARM: {', '.join(firing)} (the watch would be blind)")

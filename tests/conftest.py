@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -9,12 +10,38 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 
+# The shipped production and staging configs leave the future-caller decision to the operator, so
+# their gate is RED (tests/test_engine.py checks that). Tests that drive a cutover through the gate
+# use a copy in which an operator has recorded that decision, exactly as the gate's message asks.
+FIXTURE_ACK = 'acknowledged: "test fixture: the operator acknowledged this caller"'
+
+
+def acknowledge_future_callers(path: Path) -> None:
+    """Record `acknowledged` under every caller that has neither an enrollment nor an acknowledgement."""
+    text = path.read_text(encoding="utf-8")
+    new, n = re.subn(r"^( +)enrolled: false\n(?!\1acknowledged:)", rf"\g<0>\1{FIXTURE_ACK}\n", text, flags=re.M)
+    assert n, f"no undecided future caller in {path}"
+    path.write_text(new, encoding="utf-8")
+
+
+def shipped_copy(tmp_path: Path) -> Path:
+    """config/ as shipped, except that its undecided callers are acknowledged."""
+    dst = tmp_path / "config"
+    shutil.copytree(ROOT / "config", dst)
+    for env in ("production", "staging"):
+        acknowledge_future_callers(dst / f"{env}.yaml")
+    return dst
+
 
 @pytest.fixture
 def config_dir(tmp_path: Path) -> Path:
-    """A private copy of config/ that a test may edit or break."""
-    dst = tmp_path / "config"
-    shutil.copytree(ROOT / "config", dst)
+    """A private copy of config/ that a test may edit or break: callers acknowledged, and a
+    made-up real probe URL (the tool refuses to act with a CHANGE-ME one)."""
+    dst = shipped_copy(tmp_path)
+    for env in ("production", "staging"):
+        path = dst / f"{env}.yaml"
+        path.write_text(path.read_text().replace("base_url: CHANGE-ME-gateway-https-url",
+                                                 f"base_url: https://api.{env}.brainstorm-router.example.com"))
     return dst
 
 

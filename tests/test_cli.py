@@ -207,3 +207,13 @@ def test_production_refuses_to_run_without_its_sentinel_unless_told(aws, config_
     assert "cutover.probes.sentinel: $BRAINSTORM_CUTOVER_SENTINEL_KEY holds no API key" in err and "--no-sentinel" in err
     cfg, clients = aws
     assert untouched(cfg, clients)
+
+
+def test_a_placeholder_probe_url_is_refused_before_anything_changes(aws, config_dir, tmp_path, capsys):
+    path = config_dir / "production.yaml"
+    path.write_text(path.read_text().replace("base_url: https://api.production.brainstorm-router.example.com",
+                                             "base_url: CHANGE-ME-gateway-https-url"))
+    assert run(config_dir, "mtls", "--strict", "--yes") == 2
+    assert "cutover.probes.base_url: still a CHANGE-ME placeholder" in capsys.readouterr().err
+    cfg, clients = aws
+    assert untouched(cfg, clients)

@@ -178,3 +178,34 @@ def test_the_bake_may_equal_the_watch_and_tiny_sandbox_numbers_load(config_dir):
          "    canary_bake: 1m\n    bake: 1m\n    test_listener_port: 8443\n")
     d = load("sandbox", config_dir).service.deployment
     assert (d.canary_bake_minutes, d.bake_minutes) == (1, 1)
+
+
+# ---------------------------------------------------------------- CHANGE-ME placeholders
+
+
+def test_the_loader_knows_the_placeholder_marker_and_names_the_keys_that_hold_it():
+    """Invented values are marked, not hidden: production and staging load (synth needs them to) and say
+    which keys are still placeholders; the sandbox world replaces what it needs and has none."""
+    invented = ("service.image", "service.certificate_arn", "gateway.document.placeholder", "cutover.probes.base_url")
+    for env in ("production", "staging"):
+        cfg = load(env)
+        assert cfg.placeholders == invented, env
+        assert cfg.service.image.startswith(config.PLACEHOLDER) and config.PLACEHOLDER == "CHANGE-ME"
+    assert load("sandbox").placeholders == ()
+
+
+def test_placeholders_anywhere_are_found_with_their_yaml_key_path(config_dir):
+    edit(config_dir, "sandbox", "  client_key: /etc/brainstorm/cutover/probe-client.key",
+         "  client_key: CHANGE-ME-probe-key")
+    edit(config_dir, "sandbox", "    - name: test-harnesses", "    - name: CHANGE-ME-caller")
+    edit(config_dir, "sandbox", "          - /v1/agent/sub-agents", "          - CHANGE-ME-route")
+    edit(config_dir, "sandbox", "  image: public.ecr.aws/brainstorm/router:r20", "  image: router:CHANGE-ME")
+    assert load("sandbox", config_dir).placeholders == (
+        "gateway.document.tls.mtls.meshWriteRoutes[1]", "cutover.future_callers[1].name",
+        "cutover.probes.client_key"), "a marker in the middle of a value is not a placeholder"
+
+
+def test_a_placeholder_is_still_checked_like_any_value(config_dir):
+    edit(config_dir, "production", "  desired_count: 2", "  desired_count: CHANGE-ME")
+    err = error_for(config_dir)
+    assert err.key == "service.desired_count" and "expected int" in err.problem

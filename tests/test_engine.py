@@ -11,7 +11,7 @@ from moto import mock_aws
 from cutover.engine import Options
 from cutover.lockstore import Lock
 from envconfig import load
-from tests.conftest import use_strategy
+from tests.conftest import FIXTURE_ACK, ROOT, use_strategy
 from tests.fakes import Crash, client_error, make_world
 
 FORWARD_STEPS = ("flip", "redeploy", "probe", "proof", "watch")
@@ -156,18 +156,48 @@ def test_gate_counts_patterns_in_one_paginated_pass(world):
     assert engine.aws.calls["filter_log_events"] == 1
 
 
-def test_gate_red_for_an_unenrolled_unacknowledged_caller(config_dir):
+def test_gate_red_for_an_unenrolled_unacknowledged_caller(config_dir, monkeypatch):
+    monkeypatch.chdir(ROOT)
     path = config_dir / "production.yaml"
-    path.write_text(path.read_text().replace(
-        '      acknowledged: "CLI mesh writes ship behind CAF enrollment automation (BR-231); no CLI release '
-        'calls /v1/agent/* yet"\n', ""))
+    path.write_text(path.read_text().replace(f"      {FIXTURE_ACK}\n", "", 1))  # brainstorm-cli's
     use_strategy(config_dir, "rolling")
     with mock_aws():
         world = make_world(load("production", config_dir))
         engine, _ = world.cutover()
         outcome = engine.run(YES)
         assert outcome.code == 3
-        assert any("'brainstorm-cli' is neither enrolled nor acknowledged" in r for r in outcome.gate.reasons)
+        (reason,) = [r for r in outcome.gate.reasons if "future caller" in r]
+        assert reason.startswith("future caller 'brainstorm-cli' is neither enrolled nor acknowledged: set "
+                                 "cutover.future_callers[0].enrolled: true (it has a CAF client cert) or "
+                                 "cutover.future_callers[0].acknowledged: \"<why it is safe>\" in ")
+        assert reason.endswith(f" in {path}"), "the file the operator edits (outside the cwd: its full path)"
+        assert_untouched(world)
+
+
+def test_the_shipped_production_config_leaves_the_caller_decision_to_the_operator(monkeypatch):
+    """config/production.yaml as shipped: the ship log's three future callers, none enrolled or
+    acknowledged, so the gate is RED naming each caller and the exact key to set, in that file."""
+    monkeypatch.chdir(ROOT)
+    cfg = load("production")
+    assert [(c.name, c.enrolled, c.acknowledged) for c in cfg.cutover.future_callers] == [
+        ("brainstorm-cli", False, None), ("test-harnesses", False, None), ("sandbox-agents", False, None)]
+    text = (ROOT / "config" / "production.yaml").read_text(encoding="utf-8")
+    for note in ("# Internal Brainstorm CLI (would need CAF enrollment automation)",
+                 "# Test harnesses (pnpm e2e:local, k6 baselines — these are localhost; not affected)",
+                 "# Sandbox agents in dev/staging environments"):
+        assert note in text, "the seed's own notes ship with the callers"
+    with mock_aws():
+        world = make_world(cfg)
+        engine, _ = world.cutover()
+        outcome = engine.run(YES)
+        assert outcome.code == 3 and outcome.state == "gate_red"
+        assert [r for r in outcome.gate.reasons if "future caller" in r] == [
+            f"future caller {name!r} is neither enrolled nor acknowledged: set cutover.future_callers[{i}].enrolled: "
+            f"true (it has a CAF client cert) or cutover.future_callers[{i}].acknowledged: \"<why it is safe>\" in "
+            "config/production.yaml"
+            for i, name in enumerate(("brainstorm-cli", "test-harnesses", "sandbox-agents"))]
+        assert dict(outcome.gate.callers) == dict.fromkeys(("brainstorm-cli", "test-harnesses", "sandbox-agents"),
+                                                            "NOT ENROLLED")
         assert_untouched(world)
 
 
