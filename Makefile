@@ -3,7 +3,9 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+# jsii prints an end-of-life banner for Node 20 (harmless); it reads this variable: a list of the major
+# versions to keep quiet about (the older JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION no longer works).
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 ENVS := $(basename $(notdir $(wildcard config/*.yaml)))
 
 .PHONY: test demo lint unit synth cfn-lint bench clean setup deploy import require-env
@@ -13,7 +15,8 @@ setup: $(VENV)/.installed node_modules/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	# PYTHONWARNINGS: setuptools' editable-install notice (a warning about our own folders) is noise here.
+	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

@@ -448,7 +448,11 @@ def _type_name(tp: Any) -> str:
         return "mapping"
     if dataclasses.is_dataclass(tp):
         return "mapping"
-    return getattr(tp, "__name__", str(tp))
+    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
 
 
 def _got(value: Any) -> str:
@@ -492,7 +496,7 @@ def _build(tp: Any, value: Any, key: str, file: str) -> Any:
         ok, value = True, float(value)
     if not ok:
         raise ConfigError(file, key, f"expected {_type_name(tp)}, got {_got(value)} ({value!r})",
-                          f"write a {_type_name(tp)} value")
+                          f"write {_a(_type_name(tp))} value")
     return value
 
 
@@ -671,6 +675,9 @@ def known_environments(config_dir: Path = DEFAULT_CONFIG_DIR) -> list[str]:
 
 
 def config_path(env: str, config_dir: Path = DEFAULT_CONFIG_DIR) -> Path:
+    if not Path(config_dir).is_dir():
+        raise ConfigError(config_dir, "--config-dir", "no such directory",
+                          f"point --config-dir at the folder holding <env>.yaml (default: {DEFAULT_CONFIG_DIR})")
     path = Path(config_dir) / f"{env}.yaml"
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", env) or not path.is_file():
         known = ", ".join(known_environments(config_dir)) or "none"
@@ -684,8 +691,13 @@ def parse(text: str, file: str) -> EnvConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
+        start = getattr(exc, "context_mark", None)  # where the unclosed construct began, if any
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if start is not None and mark is not None and start.line != mark.line:
+            context = getattr(exc, "context", None) or "a construct"
+            where = (f"line {start.line + 1}, column {start.column + 1} ({context.removeprefix('while ')} "
+                     f"opened there; noticed at line {mark.line + 1})")
         raise ConfigError(file, "", f"YAML syntax error at {where}: {problem}",
                           "fix the YAML at that line (indentation, quotes, colons)") from None
     cfg = _build_dataclass(EnvConfig, data if data is not None else {}, "", file)

@@ -33,7 +33,7 @@ def timed(cmd: list[str], **kw) -> float:
 
 
 def main() -> None:
-    env = {**os.environ, "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20", "PYTHONPATH": str(ROOT)}
     per_env = {}
     for name in ("production", "staging", "sandbox"):
         walls = [timed([sys.executable, "-c", ONE, name, f"/tmp/bench-cdk-{name}"], env=env) for _ in range(RUNS)]
