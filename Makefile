@@ -12,10 +12,10 @@ ENVS := $(basename $(notdir $(wildcard config/*.yaml)))
 
 setup: $(VENV)/.installed node_modules/.installed
 
+# PYTHONWARNINGS: setuptools' editable-install notice (a warning about our own folders) is noise here.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# PYTHONWARNINGS: setuptools' editable-install notice (a warning about our own folders) is noise here.
 	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 

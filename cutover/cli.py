@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
             (0, 3))
     command("probe", [common], "probe the mesh-write routes against the live mode (read-only)",
             "The curl-equivalent probes of the runbook against whatever mode is live now.", (0, 1))
-    command("status", [common], "live mode, version, deployments, lock, last run, drift, next command",
+    command("status", [common, report], "live mode, version, deployments, lock, last run, drift, next command",
             "Where production and the last run stand, from any machine. Read-only.", (0,))
     command("resume", [common, report, acting, timing], "continue the unfinished run from its journal in AWS",
             "Continues the last run from its journal: the forward path where it stopped (it never flips\n"
@@ -371,7 +371,8 @@ def run_command(args: argparse.Namespace, ui: Any, out: Any) -> int:
             _write_config(ui, cfg, outcome.config_mode, sandbox=args.sandbox)
 
         report_path = None
-        if args.command in ("mtls", "resume", "rollback", "gate") and (outcome.journal or outcome.gate or report_arg):
+        writes = args.command in ("mtls", "resume", "rollback", "gate") and (outcome.journal or outcome.gate)
+        if writes or report_arg:
             default = (Path("reports") / f"gate-{env}.md" if args.command == "gate"
                        else Path("reports") / f"cutover-{outcome.run_id or env}.md")
             try:

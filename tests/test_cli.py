@@ -217,3 +217,62 @@ def test_a_placeholder_probe_url_is_refused_before_anything_changes(aws, config_
     assert "cutover.probes.base_url: still a CHANGE-ME placeholder" in capsys.readouterr().err
     cfg, clients = aws
     assert untouched(cfg, clients)
+
+
+# ---------------------------------------------------------------- papercuts a newcomer found
+
+
+def test_a_missing_config_dir_says_so(tmp_path, capsys):
+    assert main(["status", "--config-dir", str(tmp_path / "nowhere")]) == 2
+    assert "--config-dir: no such directory" in capsys.readouterr().err
+
+
+def test_yaml_errors_point_at_the_line_that_opened_the_construct(config_dir, capsys):
+    path = config_dir / "production.yaml"
+    lines = path.read_text().splitlines(keepends=True)
+    n = next(i for i, line in enumerate(lines) if line.startswith("region:"))
+    lines[n] = "region: [us-east-1\n"
+    path.write_text("".join(lines))
+    assert run(config_dir, "status") == 2
+    assert f"YAML syntax error at line {n + 1}, column 9" in capsys.readouterr().err
+
+
+def test_type_errors_read_as_english(config_dir, capsys):
+    path = config_dir / "production.yaml"
+    path.write_text(path.read_text().replace("  desired_count: 2", "  desired_count: two"))
+    assert run(config_dir, "status") == 2
+    assert "expected integer, got a string ('two'); fix: write an integer value" in capsys.readouterr().err
+
+
+def test_rollback_and_resume_with_nothing_to_do_exit_0(aws, config_dir, capsys):
+    assert run(config_dir, "rollback") == 0
+    assert run(config_dir, "resume", "--yes") == 0
+    out = capsys.readouterr().out
+    assert "RESULT: nothing_to_roll_back (exit 0)" in out and "RESULT: nothing_to_resume (exit 0)" in out
+
+
+def test_status_and_gate_honour_report(aws, config_dir, tmp_path, capsys):
+    assert run(config_dir, "status", "--report", str(tmp_path / "s.md")) == 0
+    assert run(config_dir, "gate", "--report", str(tmp_path / "g.md")) == 0
+    assert "# mTLS cutover" in (tmp_path / "s.md").read_text()
+    assert "## Pre-cutover gate" in (tmp_path / "g.md").read_text()
+
+
+def test_an_unwritable_report_path_is_refused_before_the_run(aws, config_dir, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("x")  # a report "inside" a file can never be written
+    bad = str(tmp_path / "a-file" / "r.md")
+    assert run(config_dir, "gate", "--report", bad) == 2
+    assert f"--report {bad}" in capsys.readouterr().err
+
+
+def test_read_only_commands_do_not_offer_acting_flags():
+    import contextlib
+    import io
+
+    for command in ("gate", "probe", "status"):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf), pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = buf.getvalue()
+        assert "--yes" not in text and "--break-lock" not in text and "--scenario" not in text
+        assert "exit codes:" in text, f"{command} --help lists its exit codes"
