@@ -738,6 +738,8 @@ class Cutover:
                 raise NeedsRollback(f"the watch is blind: the sentinel's own 403 on {hit.route} was logged without "
                                     f"its marker (no '{f.run_id_field}', user agent not kept in '{f.user_agent_field}'); "
                                     "fix access_log.run_id_field/user_agent_field")
+            if hit is not None and j.first_strict_task is None:
+                j.first_strict_task = hit.timestamp_ms / 1000  # a caller refused: a strict task had traffic
             if hit is not None:
                 raise NeedsRollback(f"legitimate caller {hit.caller!r} got 403 on {hit.route} at "
                                     f"{iso(hit.timestamp_ms / 1000)}")

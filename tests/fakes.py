@@ -279,8 +279,11 @@ class World:
         a = self._active
         if a is None:
             return [{**moto_dep, "id": self._old_id, "status": "PRIMARY", "rolloutState": "COMPLETED"}]
+        # While it rolls, one new task is up and taking traffic; all of them once COMPLETED.
+        running = self.running if a["state"] == "COMPLETED" else 1 if a["state"] == "IN_PROGRESS" else 0
         new = {**moto_dep, "id": a["id"], "status": "PRIMARY", "rolloutState": a["state"],
-               "rolloutStateReason": f"scripted {a['state']}"}
+               "rolloutStateReason": f"scripted {a['state']}", "runningCount": running,
+               "desiredCount": self.running}
         if a["state"] == "COMPLETED":
             self._active = None if not a["script"] else a
             return [new]

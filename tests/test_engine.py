@@ -637,3 +637,92 @@ def test_status_explains_a_lock_whose_run_changed_nothing(world):
     engine.lock.acquire(run_id="run-gating", operator="arn:aws:sts::1:assumed-role/ops/alice")
     message = engine.status().message
     assert "lock held by run run-gating (arn:aws:sts::1:assumed-role/ops/alice), which has not changed anything" in message
+
+
+# ---------------------------------------------------------------- one watch from the flip (issue 12)
+
+
+def test_a_legitimate_403_during_the_redeploy_wait_rolls_back_without_waiting_for_the_rollout(world):
+    world.scripts = [["IN_PROGRESS"] * 40 + ["COMPLETED"], ["COMPLETED"]]  # a 10-minute forward rollout
+    t_hit = world.clock.now + 60  # the first new task took traffic; the rollout is far from done
+    world.at(t_hit, lambda: world.log(at=t_hit, status=403, caller="brainstorm-cli"))
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    assert_restored(world, outcome)
+    assert "'brainstorm-cli' got 403" in outcome.message
+    assert world.clock.now - t_hit <= world.cfg.cutover.poll + 1, "acted within one poll, mid-rollout"
+    steps = [(s["step"], s["status"]) for s in world.journal()["steps"]]
+    assert ("redeploy", "done") not in steps and ("probe", "started") not in steps, "never waited for the rollout"
+    assert world.rollouts == 2, "the rollback's deployment superseded the one in flight"
+    j = world.journal()
+    assert j["flipped_at"] is not None and j["first_strict_task"] is not None and j["watch_started"] is None
+
+
+def test_a_legitimate_403_during_the_probes_rolls_back(world):
+    engine, _ = world.cutover()
+    real = engine.probe_fn
+    t = {}
+
+    def slow_probe(spec, **kw):  # the caller's 403 lands while the probe round runs
+        t["hit"] = world.clock.now
+        world.log(at=world.clock.now, status=403, caller="brainstorm-cli", route="/v1/agent/task-runs")
+        return real(spec, **kw)
+    engine.probe_fn = slow_probe
+    outcome = engine.run(YES)
+    assert_restored(world, outcome)
+    assert "'brainstorm-cli' got 403 on /v1/agent/task-runs" in outcome.message
+    assert world.journal()["watch_started"] is None, "it never reached the window"
+
+
+def test_the_window_counts_from_the_proof_and_the_watch_from_the_flip(world):
+    world.scripts = [["IN_PROGRESS"] * 8 + ["COMPLETED"]]
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    assert outcome.code == 0
+    j = world.journal()
+    assert j["flipped_at"] <= j["first_strict_task"] < j["watch_started"]
+    assert j["watch_until"] - j["watch_started"] == 30 * 60
+    assert outcome.watch.watched == pytest.approx(30 * 60, abs=1)
+
+
+def test_a_403_timestamped_in_the_window_but_ingested_after_it_is_still_acted_on(world):
+    engine, _ = world.cutover()
+    def late() -> None:  # timestamped in the window's last seconds, ingested after it closed
+        j = world.journal()
+        world.log(at=j["watch_until"] - 2, status=403, caller="brainstorm-cli")
+    hooks = {"armed": False}
+
+    def arm(now: float) -> None:
+        j = world.journal()
+        if j and j.get("watch_until") and now >= j["watch_until"] + 30 and not hooks["armed"]:
+            hooks["armed"] = True
+            late()
+    world.clock.hooks.append(arm)
+    outcome = engine.run(YES)
+    assert outcome.code == 4 and "'brainstorm-cli' got 403" in outcome.message, outcome.message
+    assert world.mode() == "advisory"
+
+
+# ---------------------------------------------------------------- the watch proves it can see (issue 9)
+
+
+def test_a_task_whose_stream_shows_no_strict_403_is_named_and_rolled_back(world):
+    world.silent_tasks = {"01" + "d" * 30}  # its lines never arrive (it read the old value, say)
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    assert outcome.code == 4 and f"task(s) 01{'d' * 30} show no strict 403" in outcome.message
+    assert world.mode() == "advisory"
+
+
+def test_after_a_rollback_the_tools_own_lines_do_not_turn_the_next_gate_red(world):
+    world.scripts = [["COMPLETED"], ["COMPLETED"]]
+    t = world.clock.now + 120
+    world.at(t, lambda: world.log(at=t, status=403, caller="brainstorm-cli"))
+    engine, _ = world.cutover()
+    assert engine.run(YES).code == 4
+    # The caller was the reason; it has been fixed since. The probes' and sentinel's lines remain.
+    engine, _ = world.cutover()
+    verdict = engine.gate()
+    assert verdict.counts.own > 50 and verdict.green, verdict.reasons
+    assert verdict.counts.patterns["mtls"] == 0 and verdict.counts.routes["/v1/agent/delegate"] == 1, \
+        "only the caller's own line counts as route traffic"

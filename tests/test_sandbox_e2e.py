@@ -122,3 +122,79 @@ def test_ctrl_c_during_the_watch_records_it_and_stops_everything(tmp_path):
     for port in set(re.findall(r"127\.0\.0\.1:(\d+)", log)):
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", int(port))) != 0, f"port {port} still open"
+
+
+def test_sigterm_during_the_watch_is_ctrl_c_without_a_terminal_and_leaves_no_keys(tmp_path):
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    proc = subprocess.Popen([sys.executable, "-m", "cutover", "mtls", "--strict", "--sandbox", "--yes",
+                             "--watch", "5m", "--poll", "1s", "--report", str(tmp_path / "r.md")],
+                            cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    seen = []
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:
+        seen.append(line)
+        if "watch: " in line and " left" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+        assert time.monotonic() < deadline, "".join(seen)
+    rest, _ = proc.communicate(timeout=60)
+    log = "".join(seen) + rest
+    assert proc.returncode == 1 and "RESULT: interrupted (exit 1): interrupted during watch" in log, log[-3000:]
+    worlds = set(re.findall(r"private files in (\S+);", log))
+    assert worlds and not any(os.path.exists(w) for w in worlds), "the world's private keys are gone"
+
+
+def test_untrusted_cert_is_caught_by_the_passthrough_probes_exit_4(tmp_path):
+    code, log, result = cutover(tmp_path, "mtls", "--strict", "--sandbox", "--yes", "--scenario", "untrusted-cert",
+                                *FAST)
+    assert code == 4, log[-3000:]
+    wrong = {p["kind"] for p in result["probes"] if not p["ok"]}
+    # The forged header is stripped by the ALB stand-in (as the ALB does), so it is the handshake
+    # probe with the self-signed certificate that catches tasks which skip chain verification.
+    assert wrong == {"untrusted-cert"}, wrong
+    modes, status = after(log)
+    assert modes == ["advisory", "advisory"] and status == 200
+
+
+def test_a_blind_watch_is_proved_blind_and_rolled_back_exit_4(tmp_path):
+    code, log, result = cutover(tmp_path, "mtls", "--strict", "--sandbox", "--yes", "--scenario", "blind-watch",
+                                *FAST)
+    assert code == 4, log[-3000:]
+    assert "the watch is blind" in result["message"] and "access_log.caller_field" in result["message"]
+    modes, _ = after(log)
+    assert modes == ["advisory", "advisory"]
+
+
+def test_a_slow_rollout_is_rolled_back_at_the_first_legitimate_403_not_after_it(tmp_path):
+    code, log, result = cutover(tmp_path, "mtls", "--strict", "--sandbox", "--yes", "--scenario", "unenrolled-caller",
+                                "--rollout-step", "3", "--watch", "20s", "--poll", "1s")
+    assert code == 4, log[-3000:]
+    steps = [(s["step"], s["status"]) for s in result["journal"]["steps"]]
+    assert ("redeploy", "done") not in steps, "the rollback did not wait for the forward rollout"
+    assert result["journal"]["first_strict_task"] is not None
+
+
+def test_canary_unenrolled_caller_stops_the_deployment_exit_4(tmp_path):
+    code, log, result = cutover(tmp_path, "mtls", "--strict", "--sandbox", "--yes", "--scenario", "unenrolled-caller",
+                                "--strategy", "canary", *FAST)
+    assert code == 4, log[-3000:]
+    steps = [s["step"] for s in result["journal"]["steps"] if s["status"] == "done"]
+    assert "stop-deployment" in steps or result["journal"]["restore"]["by"] == "restorer", steps
+    modes, status = after(log)
+    assert set(modes) == {"advisory"} and status == 200
+
+
+def test_operator_vanishes_canary_production_heals_with_nobody_at_the_keyboard(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    proc = subprocess.run([sys.executable, "-m", "cutover", "mtls", "--strict", "--sandbox", "--yes", "--scenario",
+                           "operator-vanishes", "--strategy", "canary"], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 4, log[-3000:]
+    assert "killed during the watch" in log and "restored by the restorer" in log
+    modes, status = after(log)
+    assert set(modes) == {"advisory"} and status == 200

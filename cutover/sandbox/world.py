@@ -408,7 +408,7 @@ def sandbox_world(cfg: EnvConfig, *, scenario: str = "clean", ui: Any, strategy:
         shipper.shipped.wait(10)
         listeners = f"gateway {front.url}" + (f", test listener {test_url}" if test_url else "")
         ui.info(f"sandbox: scenario {scenario}, strategy {chosen}; moto at {server.endpoint}; {listeners} -> "
-                f"{len(front.tasks)} tasks ({', '.join(t.mode for t in front.tasks)}); "
+                f"{len(front.tasks)} tasks ({', '.join(t.mode for t in front.tasks)}); private files in {tmp}; "
                 f"ready in {time.monotonic() - t0:.1f}s")
         try:
             yield world
