@@ -225,11 +225,24 @@ def test_three_target_tracking_policies(prod, rolling):
     assert set(by_metric) == {"ECSServiceAverageCPUUtilization", "ECSServiceAverageMemoryUtilization", "custom"}
     assert by_metric["ECSServiceAverageCPUUtilization"]["TargetValue"] == 60
     assert by_metric["ECSServiceAverageMemoryUtilization"]["TargetValue"] == 70
-    assert by_metric["custom"]["TargetValue"] == 180
+    # Derived from the measured ceiling, not written by hand: 1.75/s x 60 x (100 - 30) % = 73 per minute.
+    assert by_metric["custom"]["TargetValue"] == 73
     assert all(c["ScaleInCooldown"] == 300 and c["ScaleOutCooldown"] == 60 for c in by_metric.values())
-    # Rolling: the predefined ALBRequestCountPerTarget of its one target group.
-    assert set(_policies(rolling)) == {"ECSServiceAverageCPUUtilization", "ECSServiceAverageMemoryUtilization",
-                                       "ALBRequestCountPerTarget"}
+    # Rolling: the predefined ALBRequestCountPerTarget of its one target group, same derivation.
+    rolling_policies = _policies(rolling)
+    assert set(rolling_policies) == {"ECSServiceAverageCPUUtilization", "ECSServiceAverageMemoryUtilization",
+                                     "ALBRequestCountPerTarget"}
+    assert rolling_policies["ALBRequestCountPerTarget"]["TargetValue"] == 73
+
+
+def test_request_target_follows_the_measured_capacity_and_its_headroom(config_dir):
+    """A new measurement changes the target at synth: 3.5/s per task with 20 % headroom -> 168/min."""
+    path = config_dir / "production.yaml"
+    text = path.read_text()
+    assert "rps_per_task: 1.75" in text and "headroom_percent: 30" in text
+    path.write_text(text.replace("rps_per_task: 1.75", "rps_per_task: 3.5").replace("headroom_percent: 30",
+                                                                                     "headroom_percent: 20"))
+    assert _policies(synth(config_dir, "production"))["custom"]["TargetValue"] == 168
 
 
 def test_request_scaling_follows_whichever_target_group_is_live(prod):
