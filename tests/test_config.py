@@ -108,6 +108,14 @@ def test_request_scaling_target_is_derived_from_the_measured_capacity():
         assert cfg.scaling.requests_per_target_per_minute < c.rps_per_task * 60, "below saturation"
 
 
+def test_a_new_measurement_changes_the_target(config_dir):
+    """3.5/s per task with 20 % headroom -> floor(3.5 x 60 x 0.8) = 168/min (the stack uses this value;
+    test_stack checks both request policies carry the derived 73 of the shipped configs)."""
+    edit(config_dir, "production", "rps_per_task: 1.75", "rps_per_task: 3.5")
+    edit(config_dir, "production", "headroom_percent: 30", "headroom_percent: 20")
+    assert load("production", config_dir).scaling.requests_per_target_per_minute == 168
+
+
 @pytest.mark.parametrize("old,new,key,says", [
     ("rps_per_task: 1.75", "rps_per_task: 0", "scaling.capacity.rps_per_task", "ONE task"),
     ("rps_per_task: 1.75", "rps_per_task: 0.01", "scaling.capacity.rps_per_task", "per SECOND"),

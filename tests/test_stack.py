@@ -235,16 +235,6 @@ def test_three_target_tracking_policies(prod, rolling):
     assert rolling_policies["ALBRequestCountPerTarget"]["TargetValue"] == 73
 
 
-def test_request_target_follows_the_measured_capacity_and_its_headroom(config_dir):
-    """A new measurement changes the target at synth: 3.5/s per task with 20 % headroom -> 168/min."""
-    path = config_dir / "production.yaml"
-    text = path.read_text()
-    assert "rps_per_task: 1.75" in text and "headroom_percent: 30" in text
-    path.write_text(text.replace("rps_per_task: 1.75", "rps_per_task: 3.5").replace("headroom_percent: 30",
-                                                                                     "headroom_percent: 20"))
-    assert _policies(synth(config_dir, "production"))["custom"]["TargetValue"] == 168
-
-
 def test_request_scaling_follows_whichever_target_group_is_live(prod):
     """After each canary/blue-green deployment the other group serves production: the policy sums
     RequestCountPerTarget of both (the idle one reports 0) instead of watching one of them."""
