@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 ENVS := $(basename $(notdir $(wildcard config/*.yaml)))
 
-.PHONY: test demo lint unit synth cfn-lint bench clean setup deploy import require-env
+.PHONY: test demo lint unit synth cfn-lint bench loadtest clean setup deploy import require-env
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -58,6 +58,10 @@ demo: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/run_all.py
+
+# Open-model load test (R20's profile by default), e.g. ARGS="--sandbox --pool 50" (docs/load-test/README.md)
+loadtest: $(VENV)/.installed
+	$(PY) -m loadtest $(ARGS)
 
 clean:
 	rm -rf cdk.out .pytest_cache reports

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -214,14 +215,31 @@ class Service:
 
 
 @dataclass(frozen=True)
+class Capacity:
+    """A measured ceiling of ONE task, with where it comes from. The request-count scaling target
+    is derived from it, never written by hand: a target above the ceiling never scales out."""
+
+    rps_per_task: float     # requests per second one task sustains before failures grow
+    source: str             # the measurement: which run, when, at what pool size and task count
+    headroom_percent: int   # scale out this far below the ceiling (scaling reacts in minutes)
+
+
+@dataclass(frozen=True)
 class Scaling:
     min_tasks: int
     max_tasks: int
     cpu_target_percent: int
     memory_target_percent: int
-    requests_per_target_per_minute: int
+    capacity: Capacity
     scale_out_cooldown_seconds: int
     scale_in_cooldown_seconds: int
+
+    @property
+    def requests_per_target_per_minute(self) -> int:
+        """The ALBRequestCountPerTarget target (requests per target per minute): the measured
+        ceiling per minute less the headroom, rounded down. R20: 1.75/s x 60 x 70 % = 73."""
+        c = self.capacity
+        return math.floor(c.rps_per_task * 60 * (100 - c.headroom_percent) / 100 + 1e-9)
 
 
 @dataclass(frozen=True)
@@ -426,6 +444,13 @@ class EnvConfig:
 
 
 MAX_HEALTHY_PERCENT = 200
+# Keys that were replaced by a derivation: the loader says what took their place.
+RETIRED_KEYS = {
+    "scaling.requests_per_target_per_minute":
+        "remove it: the ALBRequestCountPerTarget target is derived from scaling.capacity "
+        "(rps_per_task x 60 x (100 - headroom_percent) %), a measured per-task ceiling with its source",
+}
+HEADROOM_PERCENT = (10, 90)
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,
                       2192, 2557, 2922, 3288, 3653)
 MIN_HEALTHY_PERCENT = 100
@@ -500,20 +525,26 @@ def _build(tp: Any, value: Any, key: str, file: str) -> Any:
     return value
 
 
+def _not_yaml(cls: Any, name: str) -> bool:
+    return cls is EnvConfig and name == "source"  # the file it came from, not a key (scaling.capacity has one)
+
+
 def _build_dataclass(cls: Any, data: Any, key: str, file: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(file, key, f"expected a mapping, got {_got(data)}", "write a YAML mapping")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.name != "source"]
+    names = [f.name for f in dataclasses.fields(cls) if not _not_yaml(cls, f.name)]
     prefix = f"{key}." if key else ""
     for k in data:
+        if f"{prefix}{k}" in RETIRED_KEYS:
+            raise ConfigError(file, f"{prefix}{k}", "no longer set by hand", RETIRED_KEYS[f"{prefix}{k}"])
         if k not in names:
             close = difflib.get_close_matches(str(k), names, n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(names)}"
             raise ConfigError(file, f"{prefix}{k}", "unknown key", f"remove it or rename it ({hint})")
     kwargs = {}
     for f in dataclasses.fields(cls):
-        if f.name == "source":
+        if _not_yaml(cls, f.name):
             continue
         if f.name not in data:
             if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
@@ -552,6 +583,7 @@ def _check(cfg: EnvConfig, file: str) -> None:
                       ("memory_target_percent", s.memory_target_percent)):
         if not 10 <= pct <= 95:
             raise ConfigError(file, f"scaling.{name}", f"{pct} is out of range", "use 10..95")
+    _check_capacity(cfg, file)
     db = cfg.database
     if db.pool_size < 1:
         raise ConfigError(file, "database.pool_size", f"{db.pool_size} is not a pool size", "use a positive integer")
@@ -598,6 +630,27 @@ def _check(cfg: EnvConfig, file: str) -> None:
         raise ConfigError(file, "gateway.parameter_name", "does not follow the naming convention",
                           f"use /brainstorm-router/{cfg.environment}/gateway/config")
     _check_service(cfg, file)
+
+
+def _check_capacity(cfg: EnvConfig, file: str) -> None:
+    """scaling.capacity: a real measurement, and a target that scales out before the ceiling."""
+    c = cfg.scaling.capacity
+    key = "scaling.capacity"
+    if not c.rps_per_task > 0:
+        raise ConfigError(file, f"{key}.rps_per_task", f"{c.rps_per_task:g} is not a capacity",
+                          "write the measured requests per second ONE task sustains (R20: 1.75)")
+    if not c.source.strip():
+        raise ConfigError(file, f"{key}.source", "empty", "say which measurement the number comes from "
+                          "(run, date, pool size, tasks), e.g. a docs/load-test/ report")
+    low, high = HEADROOM_PERCENT
+    if not low <= c.headroom_percent <= high:
+        raise ConfigError(file, f"{key}.headroom_percent", f"{c.headroom_percent} is out of range",
+                          f"use {low}..{high}: target tracking needs minutes to add a task, so the target must "
+                          "sit below the ceiling (30 scales out at 70 % of it)")
+    if cfg.scaling.requests_per_target_per_minute < 1:
+        raise ConfigError(file, f"{key}.rps_per_task", f"{c.rps_per_task:g}/s less {c.headroom_percent}% headroom is "
+                          "under one request per minute: no usable ALBRequestCountPerTarget target",
+                          "check the unit: requests per SECOND per task")
 
 
 def _whole_minutes(value: Seconds, key: str, file: str, *, low: int, high: int, example: str) -> None:

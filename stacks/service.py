@@ -236,7 +236,9 @@ class GatewayService(Construct):
             self.service.node.add_dependency(self.production_rule, self.test_rule, self.infrastructure_role)
 
         # Scaling: CPU and memory (the ship log's action item), plus requests per target, since
-        # the R20 ceiling was pool exhaustion and timeouts, which CPU does not show.
+        # the R20 ceiling was pool exhaustion and timeouts, which CPU does not show. The request
+        # target is derived from the measured per-task ceiling (scaling.capacity) less its headroom.
+        requests_target = scaling.requests_per_target_per_minute
         count = self.service.auto_scale_task_count(min_capacity=scaling.min_tasks,
                                                    max_capacity=scaling.max_tasks)
         out_ = Duration.seconds(scaling.scale_out_cooldown_seconds)
@@ -246,11 +248,11 @@ class GatewayService(Construct):
         count.scale_on_memory_utilization("Memory", target_utilization_percent=scaling.memory_target_percent,
                                           scale_out_cooldown=out_, scale_in_cooldown=in_)
         if self.alternate_target_group is None:
-            count.scale_on_request_count("Requests", requests_per_target=scaling.requests_per_target_per_minute,
+            count.scale_on_request_count("Requests", requests_per_target=requests_target,
                                          target_group=self.target_group,
                                          scale_out_cooldown=out_, scale_in_cooldown=in_)
         else:
-            self._scale_on_requests_of_both(count, scaling, out_, in_)
+            self._scale_on_requests_of_both(count, requests_target, out_, in_)
 
     @property
     def target_groups(self) -> list[elbv2.ApplicationTargetGroup]:
@@ -287,7 +289,7 @@ class GatewayService(Construct):
             ]),
         )
 
-    def _scale_on_requests_of_both(self, count: ecs.ScalableTaskCount, scaling: Scaling,
+    def _scale_on_requests_of_both(self, count: ecs.ScalableTaskCount, requests_target: int,
                                    out_: Duration, in_: Duration) -> None:
         """Requests per target summed over blue and green.
 
@@ -307,7 +309,7 @@ class GatewayService(Construct):
 
         assert self.alternate_target_group is not None
         count.scale_to_track_custom_metric(
-            "Requests", target_value=scaling.requests_per_target_per_minute,
+            "Requests", target_value=requests_target,
             metric=self.target_group.metrics.request_count_per_target(statistic="Sum"),
             scale_out_cooldown=out_, scale_in_cooldown=in_,
         )

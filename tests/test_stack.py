@@ -225,11 +225,14 @@ def test_three_target_tracking_policies(prod, rolling):
     assert set(by_metric) == {"ECSServiceAverageCPUUtilization", "ECSServiceAverageMemoryUtilization", "custom"}
     assert by_metric["ECSServiceAverageCPUUtilization"]["TargetValue"] == 60
     assert by_metric["ECSServiceAverageMemoryUtilization"]["TargetValue"] == 70
-    assert by_metric["custom"]["TargetValue"] == 180
+    # Derived from the measured ceiling, not written by hand: 1.75/s x 60 x (100 - 30) % = 73 per minute.
+    assert by_metric["custom"]["TargetValue"] == 73
     assert all(c["ScaleInCooldown"] == 300 and c["ScaleOutCooldown"] == 60 for c in by_metric.values())
-    # Rolling: the predefined ALBRequestCountPerTarget of its one target group.
-    assert set(_policies(rolling)) == {"ECSServiceAverageCPUUtilization", "ECSServiceAverageMemoryUtilization",
-                                       "ALBRequestCountPerTarget"}
+    # Rolling: the predefined ALBRequestCountPerTarget of its one target group, same derivation.
+    rolling_policies = _policies(rolling)
+    assert set(rolling_policies) == {"ECSServiceAverageCPUUtilization", "ECSServiceAverageMemoryUtilization",
+                                     "ALBRequestCountPerTarget"}
+    assert rolling_policies["ALBRequestCountPerTarget"]["TargetValue"] == 73
 
 
 def test_request_scaling_follows_whichever_target_group_is_live(prod):

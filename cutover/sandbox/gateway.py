@@ -26,6 +26,9 @@ task   plain HTTP on loopback. Reads the gateway config parameter once, when it 
        stream `<prefix>/<container>/<task-id>`, shipped in small batches as the awslogs driver
        would. A normal task resolves the API key before the mTLS check, so its 403 lines carry
        the caller; the `blind-watch` behaviour checks mTLS first and logs no caller.
+       Optionally (`GatewaySettings.db_pool`, off by default) each served request first needs
+       one of the task's DATABASE_POOL_SIZE connections (`dbpool.py`): queueing, and 504 at the
+       request timeout, as R20's pool exhaustion did.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from urllib.parse import quote, unquote
 from cryptography import x509
 
 from cutover.mtls import RUN_HEADER, read_mode
+from cutover.sandbox.dbpool import DbPool, PoolModel
 from cutover.sandbox.pki import Pki, parse_client_pem, verify_client_pem
 from envconfig import AccessLog
 
@@ -141,6 +145,7 @@ class GatewaySettings:
     behaviour: Behaviour = field(default_factory=Behaviour)
     stream_prefix: str = "gateway"    # awslogs stream prefix
     container: str = "gateway"        # container name: streams are <prefix>/<container>/<task-id>
+    db_pool: PoolModel | None = None  # None: no database pool modelled (every served request is instant)
 
 
 class _Quiet(ThreadingHTTPServer):
@@ -162,6 +167,7 @@ class Task:
         self.stream = f"{settings.stream_prefix}/{settings.container}/{task_id}"
         self.mode = read_mode(settings.read_parameter())
         self.started_at = time.time()
+        self.db = DbPool(settings.db_pool) if settings.db_pool else None  # this task's own pool
         task = self
         f = settings.fields
 
@@ -183,6 +189,13 @@ class Task:
                     f.caller_field: caller, f.user_agent_field: self.headers.get("User-Agent", ""),
                     f.run_id_field: self.headers.get(RUN_HEADER, ""), "task": task.id, "peer": note}))
 
+            def _serve(self, body: dict, caller: str, note: str = "") -> None:
+                """A request the gateway works on: with a pool modelled, it needs a connection first."""
+                if task.db is not None and not task.db.serve():
+                    self._reply(504, {"error": "gateway timeout: no database connection in time"}, caller, note)
+                    return
+                self._reply(200, body, caller, note)
+
             def do_GET(self) -> None:
                 if self.path == "/health":
                     self._reply(200, {"status": "ok", "task": task.id, "mode": task.mode}, "")
@@ -197,7 +210,10 @@ class Task:
                 auth = self.headers.get("Authorization", "")
                 caller = task.s.api_keys.get(auth.removeprefix("Bearer ").strip(), "")
                 if self.path not in task.s.routes:
-                    self._reply(404 if not caller else 200, {"ok": bool(caller)}, caller)
+                    if caller:
+                        self._serve({"ok": True}, caller)
+                    else:
+                        self._reply(404, {"ok": False}, caller)
                     return
                 if task.s.latency:
                     time.sleep(task.s.latency)
@@ -221,7 +237,7 @@ class Task:
                 if cn is None:  # advisory: serve, but say so (these are the gate's bypass events)
                     task.s.shipper.emit(task.stream, f"WARN [mtls-advisory] mesh write without client "
                                         f"certificate: caller={caller} path={self.path} (requireMtls=false)")
-                self._reply(200, {"ok": True}, caller, peer)
+                self._serve({"ok": True}, caller, peer)
 
         self.server = _Quiet(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
@@ -230,6 +246,8 @@ class Task:
         self._thread.start()
 
     def stop(self) -> None:
+        if self.db is not None:
+            self.db.close()  # requests waiting for or holding a connection end now (server_close joins them)
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(timeout=5)
@@ -364,7 +382,7 @@ class Listener:
                 if task is None:
                     self._send(503, b'{"error":"no healthy targets"}')
                     return
-                conn = http.client.HTTPConnection("127.0.0.1", task.port, timeout=10)
+                conn = http.client.HTTPConnection("127.0.0.1", task.port, timeout=listener.front.target_timeout)
                 try:
                     conn.request(self.command, self.path, body=body or None, headers=headers)
                     resp = conn.getresponse()
@@ -421,6 +439,8 @@ class Front:
 
     def __init__(self, pki: Pki, groups: tuple[str, ...] = ("tg-1",)) -> None:
         self.pki = pki
+        # How long a listener waits for a target's answer (the ALB's idle timeout), then 502.
+        self.target_timeout = 10.0
         self.lock = threading.RLock()
         self.groups = {g: TargetGroup(g) for g in groups}
         self._ctx = passthrough_context(pki.server.cert, pki.server.key)
@@ -472,6 +492,10 @@ class Front:
             self.routed[(listener, group)] += 1
 
     def stop(self) -> None:
+        for t in self.tasks:  # the listeners' threads wait for their tasks' answers: end pooled waits first
+            db = getattr(t, "db", None)  # anything with a port can be a target (tests register stand-ins)
+            if db is not None:
+                db.close()
         for lst in list(self.listeners.values()):
             lst.stop()
         with self.lock:

@@ -34,6 +34,7 @@ import yaml
 from cutover.mtls import read_mode
 from cutover.sandbox.alarms import LegitimateWriteFilter, deployment_alarm_names
 from cutover.sandbox.awsserver import AwsServer, ecs_response_class
+from cutover.sandbox.dbpool import PoolModel
 from cutover.sandbox.ecs import GROUPS, EcsStandIn, Plan
 from cutover.sandbox.gateway import Behaviour, Front, GatewaySettings, LogShipper
 from cutover.sandbox.pki import Pki, make_pki
@@ -91,6 +92,10 @@ class SandboxWorld:
 
     def key_of(self, caller: str) -> str:
         return next(k for k, c in self.api_keys.items() if c == caller)
+
+    def pool_stats(self) -> dict[str, dict[str, Any]]:
+        """Per running task, its database pool's counters (empty when no pool is modelled)."""
+        return {t.id: t.db.stats() for t in self.front.tasks if t.db is not None}
 
     def state(self) -> dict[str, Any]:
         """Everything the admin endpoint reports (JSON-ready)."""
@@ -188,6 +193,7 @@ def _world_yaml(cfg: EnvConfig, world_cfg: EnvConfig, strategy: str) -> str:
     probes.update(base_url=p.base_url, client_cert=p.client_cert, client_key=p.client_key, ca_bundle=p.ca_bundle)
     assert p.sentinel is not None
     probes["sentinel"] = {"caller": p.sentinel.caller, "api_key_file": p.sentinel.api_key_file}
+    data.setdefault("database", {})["pool_size"] = world_cfg.database.pool_size  # a rehearsal may override it
     d = world_cfg.service.deployment
     data.setdefault("service", {})["deployment"] = {
         k: (f"{int(v // 60)}m" if k in ("canary_bake", "bake") else v)
@@ -257,9 +263,11 @@ def process_environment(env: dict[str, str]) -> Iterator[None]:
 @contextmanager
 def sandbox_world(cfg: EnvConfig, *, scenario: str = "clean", ui: Any, strategy: str | None = None,
                   rollout_step: float | None = None, plan: dict[str, Any] | None = None,
-                  admin: bool = False) -> Iterator[SandboxWorld]:
+                  admin: bool = False, pool_hold: float | None = None) -> Iterator[SandboxWorld]:
     """Build the world, yield it, tear it all down. `plan`: overrides of `ecs.Plan` (e.g. a
-    faster time scale for tests: {"seconds_per_minute": 0.05})."""
+    faster time scale for tests: {"seconds_per_minute": 0.05}). `pool_hold`: model each task's
+    database pool (`database.pool_size` connections, each served request holding one for
+    `pool_hold` seconds, 504 at `service.request_timeout`); None (default): no pool modelled."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}: use one of {', '.join(SCENARIOS)}")
     if not cfg.source or not Path(cfg.source).is_file():
@@ -323,9 +331,14 @@ def sandbox_world(cfg: EnvConfig, *, scenario: str = "clean", ui: Any, strategy:
             return clients["ssm"].get_parameter(Name=cfg.gateway.parameter_name)["Parameter"]["Value"]
 
         behaviour = Behaviour(verify_chain=scenario != "untrusted-cert", key_before_mtls=scenario != "blind-watch")
+        db_pool = None if pool_hold is None else PoolModel(
+            size=cfg.database.pool_size, hold=pool_hold, timeout=float(cfg.service.request_timeout))
         settings = GatewaySettings(routes=cfg.cutover.gate.routes, api_keys=api_keys, read_parameter=read_parameter,
-                                   ca=pki.ca, shipper=shipper, fields=cfg.access_log, behaviour=behaviour)
+                                   ca=pki.ca, shipper=shipper, fields=cfg.access_log, behaviour=behaviour,
+                                   db_pool=db_pool)
         front = Front(pki, GROUPS)
+        if db_pool is not None:  # slow (pooled) answers: the ALB's idle timeout bounds the listener's wait, as in the stack
+            front.target_timeout = float(cfg.service.idle_timeout_seconds)
         stack.callback(front.stop)
         if p.strategy == "canary":
             front.add_listener("test", {GROUPS[0]: 100.0})
