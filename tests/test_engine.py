@@ -260,8 +260,8 @@ def test_probe_mismatch_rolls_back(world):
     engine, _ = world.cutover()
     outcome = engine.run(YES)
     world.probe_override = None
-    assert outcome.code in (4, 5)
-    assert world.param()["Value"] == original(world)
+    assert_restored(world, outcome)
+    assert "no-cert" in outcome.message and "expected 403" in outcome.message
 
 
 def test_legitimate_403_during_the_watch_rolls_back_at_once(world):

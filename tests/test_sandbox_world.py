@@ -347,3 +347,21 @@ def test_access_lines_use_the_configured_field_names_and_the_sentinel_is_known(c
         line = until(lambda: [x for x in task_lines(w, 403) if x.get("runId") == "run-9"])[0]
         assert line["principal"] == sentinel.caller == "cutover-sentinel" and "caller" not in line
         assert line["task"] in {t.id for t in w.front.tasks}
+
+
+def test_nothing_is_left_listening_once_the_world_is_gone(cfg):
+    """Checked in this (still running) process: a socket a world leaked would still accept."""
+    import socket
+    from urllib.parse import urlsplit
+
+    with sandbox_world(cfg, scenario="clean", ui=quiet(), strategy="canary") as w:
+        ports = {name: urlsplit(url).port for name, url in
+                 (("moto", w.endpoint), ("front", w.front_url), ("test", w.test_url))}
+        ports.update({f"task-{t.id}": t.port for t in w.front.tasks})
+
+        def accepting(port: int) -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+        assert all(accepting(p) for p in ports.values()), "the check below can fail"
+    still = {name: p for name, p in ports.items() if accepting(p)}
+    assert not still, f"still listening after the world ended: {still}"
