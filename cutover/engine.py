@@ -453,7 +453,7 @@ class Cutover:
         if j.strategy == "rolling":
             detail = self._wait_for_deployment(j, out, j.deployment_id, label="redeploy", watching=True)
         else:
-            detail = self._follow_shift(j, out, until="test", label="redeploy", watching=True)
+            detail = self._follow_shift(j, out, label="redeploy", watching=True)
         self._done(j, "redeploy", detail, t, RunState.PROBING)
 
     def _wait_for_deployment(self, j: Journal, out: Outcome, deployment_id: str, *, label: str,
@@ -509,20 +509,25 @@ class Cutover:
         return (float(target.get("requestedProductionTrafficWeight") or 0.0),
                 float(target.get("requestedTestTrafficWeight") or 0.0))
 
-    def _follow_shift(self, j: Journal, out: Outcome, *, until: str, label: str, watching: bool) -> str:
-        """Follow the service deployment until the new revision takes all test traffic (`test`: the
-        probes go there before production does) or all production traffic (`production`)."""
+    @staticmethod
+    def _not_stopped(sd: dict, when: str = "") -> dict:
+        """The service deployment, unless ECS rolled it back or stopped it (then: roll back too)."""
+        status = sd.get("status", "")
+        if status.startswith("ROLLBACK") or status in ("STOPPED", "STOP_REQUESTED"):
+            alarms = (sd.get("alarms") or {}).get("triggeredAlarmNames") or []
+            raise NeedsRollback(f"ECS {status} the service deployment{when}: {sd.get('statusReason', '')}"
+                                + (f" (alarm {', '.join(alarms)})" if alarms else ""))
+        return sd
+
+    def _follow_shift(self, j: Journal, out: Outcome, *, label: str, watching: bool) -> str:
+        """Follow the service deployment until the new revision takes the test listener's traffic
+        (the probes go there before production does) or production's (no test stage seen)."""
         deadline = self.clock() + self.cfg.cutover.redeploy_timeout
         while True:
-            sd = self._service_deployment(j)
+            sd = self._not_stopped(self._service_deployment(j))
             status, stage = sd.get("status", ""), sd.get("lifecycleStage", "")
             prod, test = self._weights(sd)
-            if status.startswith("ROLLBACK") or status in ("STOPPED", "STOP_REQUESTED"):
-                alarms = (sd.get("alarms") or {}).get("triggeredAlarmNames") or []
-                raise NeedsRollback(f"ECS {status} the service deployment: {sd.get('statusReason', '')}"
-                                    + (f" (alarm {', '.join(alarms)})" if alarms else ""))
-            done = status == "SUCCESSFUL" or (prod >= 100 if until == "production" else test >= 100 or prod > 0)
-            if done:
+            if status == "SUCCESSFUL" or test >= 100 or prod > 0:
                 return (f"service deployment {stage or status}: test traffic {test:g}%, production {prod:g}% on the "
                         "new revision")
             now = self.clock()
@@ -537,8 +542,7 @@ class Cutover:
         """Never more than the canary share of production on strict tasks before the probes passed."""
         if j.strategy == "rolling" or j.state != RunState.PROBING:
             return
-        self._deployment_finished(j)  # ECS rolled back on its own: say so
-        sd = self._service_deployment(j)
+        sd = self._not_stopped(self._service_deployment(j))  # ECS rolled back on its own: say so
         prod, _ = self._weights(sd)
         limit = self.cfg.service.deployment.canary_percent or 0.0
         if prod > limit:
@@ -697,13 +701,7 @@ class Cutover:
                    f"request(s), no legitimate 403{quiet}", j.at("watch") or self.clock(), RunState.DONE)
 
     def _deployment_finished(self, j: Journal) -> bool:
-        sd = self._service_deployment(j)
-        status = sd.get("status", "")
-        if status.startswith("ROLLBACK") or status in ("STOPPED", "STOP_REQUESTED"):
-            alarms = (sd.get("alarms") or {}).get("triggeredAlarmNames") or []
-            raise NeedsRollback(f"ECS {status} the service deployment during the watch: {sd.get('statusReason', '')}"
-                                + (f" (alarm {', '.join(alarms)})" if alarms else ""))
-        return status == "SUCCESSFUL"
+        return self._not_stopped(self._service_deployment(j), " during the watch").get("status") == "SUCCESSFUL"
 
     def _summary(self, j: Journal, out: Outcome) -> WatchSummary:
         s = self.watcher.summary if self.watcher else WatchSummary()

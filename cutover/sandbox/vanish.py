@@ -43,6 +43,7 @@ def play(world: Any, ui: Any, *, extra_args: list[str]) -> int:
     cmd = [sys.executable, "-m", "cutover", "mtls", "--strict", "--yes", "--env", world.cfg.environment,
            "--config-dir", str(world.config_dir), *extra_args]
     ui.info(f"sandbox: operator-vanishes: running the tool in its own process: {' '.join(cmd[2:])}")
+    world.driven = True  # the caller comes after the kill, not before: the tool must not see it
     tool = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -52,7 +53,9 @@ def play(world: Any, ui: Any, *, extra_args: list[str]) -> int:
         tool.wait()
     ui.warn("operator-vanishes: the tool process was killed during the watch (the laptop died); the lock and "
             "the journal say 'watching' and nobody is watching")
-    ui.info("sandbox: a caller without a certificate starts calling once the deployment bakes")
+    ui.info("sandbox: a caller without a certificate starts calling now, while the deployment bakes")
+    if world.unenrolled_gate is not None:
+        world.unenrolled_gate.set()
     try:
         j = _until("a rollback with nobody at the keyboard",
                    lambda: (j := _journal(world)) and j["state"] not in ("watching", "probing") and j, ui)

@@ -74,6 +74,8 @@ class SandboxWorld:
     flipped: threading.Event = field(default_factory=threading.Event)  # the parameter became strict
     admin_url: str | None = None  # the admin endpoint (serve mode)
     restorer_results: list[dict] = field(default_factory=list)  # what each restorer invocation returned
+    unenrolled_gate: threading.Event | None = None  # set: the unenrolled caller starts (operator-vanishes)
+    driven: bool = False  # a driver decides when the operator-vanishes caller starts
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def client(self, name: str) -> Any:
@@ -404,13 +406,18 @@ def sandbox_world(cfg: EnvConfig, *, scenario: str = "clean", ui: Any, strategy:
                              flipped=world_flipped)
         world._clients.update(clients)
         world.restorer_results = _wire_restorer(world, cfg)
+        world.unenrolled_gate = caller_later
         if scenario == "operator-vanishes":
-            # The caller shows up once production traffic has moved and the deployment bakes (in
-            # the scenario, the tool has been killed by then): nobody at the keyboard.
-            ecs.on_stage(lambda _dep, stage: caller_later.set() if stage == "BAKE_TIME" else None)
+            # The caller shows up once production traffic has moved and the deployment bakes, unless
+            # a driver (cutover/sandbox/vanish.py) lets it in itself, right after killing the tool.
+            def on_stage(_dep: str, stage: str) -> None:
+                if stage == "BAKE_TIME" and not world.driven:
+                    caller_later.set()
+            ecs.on_stage(on_stage)
             if chosen == "rolling":  # no bake in a rolling deployment: the caller comes once it is done
                 ecs.on_event(lambda ev: caller_later.set()
-                             if ev["detail"]["eventName"] == "SERVICE_DEPLOYMENT_COMPLETED" else None)
+                             if ev["detail"]["eventName"] == "SERVICE_DEPLOYMENT_COMPLETED" and not world.driven
+                             else None)
         if admin:
             from cutover.sandbox.admin import AdminServer
 
