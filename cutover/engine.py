@@ -99,7 +99,7 @@ class Cutover(Planner, ForwardSteps, ServiceDeployments, RollbackSteps):
                 return self._leave(j, out)
             except NeedsRollback as why:
                 self.ui.step(STEP_OF.get(j.state, str(j.state)), "FAILED", str(why))
-                return self._rollback(j, out, str(why))
+                return self._fail_forward(j, out, str(why))
             except LockLost as lost:
                 return self._taken_over(out, lost)
             except Stop as stop:
@@ -113,8 +113,27 @@ class Cutover(Planner, ForwardSteps, ServiceDeployments, RollbackSteps):
                 name = STEP_OF.get(j.state, str(j.state))
                 why = f"{name} failed: {type(exc).__name__}: {exc}"
                 self.ui.step(name, "FAILED", why)
-                return self._rollback(j, out, why)
+                return self._fail_forward(j, out, why)
         return self._finish(j, out)
+
+    def _fail_forward(self, j: Journal, out: Outcome, why: str) -> Outcome:
+        """A forward failure rolls back, except on the way back to advisory: putting strict back would
+        re-break the callers the operator is unbreaking. Then the run stops, advisory written, and
+        says how to finish the way back by hand."""
+        if j.target != "advisory":
+            return self._rollback(j, out, why)
+        j.record(STEP_OF.get(j.state, str(j.state)), "failed", self.clock(), why)
+        j.transition(RunState.STOPPED)
+        self._save_quietly(j)
+        self.lock.release()
+        c = self.cfg
+        out.next_commands = [
+            f"aws ecs update-service --region {c.region} --cluster {c.service.cluster_name} --service "
+            f"{c.service.service_name} --force-new-deployment    # tasks that read advisory",
+            self._cmd("probe") + "    # then check that no-cert requests are served again"]
+        return out.end(ExitCode.FAILED, "advisory_incomplete",
+                       f"advisory is written (v{j.new_version}) but {why}; NOT rolled back to strict (that would "
+                       "re-break the callers); tasks may still run strict: redeploy and probe (commands below)")
 
     def _adopt(self, j: Journal, opts: Options, out: Outcome) -> bool:
         try:
@@ -161,12 +180,24 @@ class Cutover(Planner, ForwardSteps, ServiceDeployments, RollbackSteps):
                            "no cutover on record that changed anything: nothing to roll back")
         out.run_id, out.journal = j.run_id, j
         _, mode = self.live()
+        reason = f"operator requested rollback of {j.run_id}"
         if j.state == RunState.ROLLED_BACK and mode == j.previous_mode:
-            return out.end(ExitCode.DONE, "nothing_to_do",
-                           f"{j.run_id} is already rolled back: {mode} is live")
+            # The parameter alone proves little (a restorer's redeploy may have failed): nothing to
+            # do only when the service is steady and the probes see the previous mode.
+            deps = self.aws.describe_service(*self.svc).get("deployments", [])
+            steady = len(deps) == 1 and deps[0].get("rolloutState") == "COMPLETED"
+            results = self.run_probes(j.previous_mode, j.run_id)
+            bad = [r for r in results if not r.ok]
+            if steady and not bad:
+                out.rollback_probes = results
+                return out.end(ExitCode.DONE, "nothing_to_do", f"{j.run_id} is already rolled back: {mode} is live, "
+                               "the service is steady and the probes agree")
+            reason = (f"{j.run_id} was rolled back but production does not agree: "
+                      + ("the service is not steady" if not steady else
+                         f"{bad[0].kind} {bad[0].route} got {sorted(set(bad[0].statuses))}"))
         if not self._adopt(j, opts, out):
             return out
-        return self._rollback(j, out, f"operator requested rollback of {j.run_id}")
+        return self._rollback(j, out, reason)
 
     def status(self) -> Outcome:
         cfg = self.cfg
@@ -178,6 +209,9 @@ class Cutover(Planner, ForwardSteps, ServiceDeployments, RollbackSteps):
         out.journal, out.run_id = j, (j.run_id if j else None)
         nxt: list[str] = []
         notes = [f"{mode} (v{param.version})"]
+        primary = next((d for d in service.get("deployments", []) if d.get("status") == "PRIMARY"), None)
+        if primary is not None and primary.get("rolloutState") == "FAILED":
+            notes.append(f"the service's last deployment FAILED: its tasks may not run {mode}; check with `probe`")
         if j is not None:
             last = j.last_step.step if j.last_step else "?"
             notes.append(f"run {j.run_id} ({j.previous_mode} -> {j.target}) is {j.state} after {last}")
@@ -185,6 +219,16 @@ class Cutover(Planner, ForwardSteps, ServiceDeployments, RollbackSteps):
                 nxt = [self._cmd("rollback") + "    # finishes the rollback"]
             elif j.state in UNFINISHED:
                 nxt = [self._cmd("resume"), self._cmd("rollback")]
+            if j.state in UNFINISHED and j.state != RunState.INTERRUPTED and lock is not None \
+                    and lock.body.run_id == j.run_id:
+                # A live run renews its lock every quarter TTL; much longer silence means no process.
+                quiet = lock.aws_now - lock.modified
+                if quiet > lock.body.ttl / 4 + 2 * self.poll:
+                    notes.append(f"its lock was last renewed {format_duration(quiet)} ago (a live run renews "
+                                 f"every {format_duration(lock.body.ttl / 4)}): the process is probably gone")
+            if j.restore is not None and j.restore.by == "restorer" and j.state == RunState.ROLLED_BACK:
+                notes.append("the restorer's rollback is not verified by probes: run `probe` (or `rollback`, "
+                             "which verifies before saying nothing to do)")
             elif j.state == RunState.WATCH_CUT_SHORT:
                 notes.append(f"watch cut short after {format_duration(j.watch_cut_short_after or 0)} of "
                              f"{format_duration(j.watch_window)}")

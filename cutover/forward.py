@@ -234,12 +234,15 @@ class ForwardSteps(Parts):
                                ("r", "l", "c"))
         pending = self.ui.ask(prompt, choices)
         deadline = self.clock() + INTERRUPT_PROMPT_TIMEOUT
-        while (answer := pending.answer()) is None:
-            if self.clock() >= deadline:
-                self.ui.info(f"no answer within {format_duration(INTERRUPT_PROMPT_TIMEOUT)}: continuing")
-                return "continue"
-            self.sleep(1)
-            self._tick(j, out, watching=j.flipped_at is not None)
+        try:
+            while (answer := pending.answer()) is None:
+                if self.clock() >= deadline:
+                    self.ui.info(f"no answer within {format_duration(INTERRUPT_PROMPT_TIMEOUT)}: continuing")
+                    return "continue"
+                self.sleep(1)
+                self._tick(j, out, watching=j.flipped_at is not None)
+        except KeyboardInterrupt:  # a second Ctrl-C (or SIGTERM) while asking: leave, recorded
+            return "leave"
         return {"k": "keep", "r": "rollback", "l": "leave", "c": "continue"}[answer]
 
     def _leave(self, j: Journal, out: Outcome) -> Outcome:

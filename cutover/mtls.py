@@ -14,6 +14,7 @@ from cutover_core.flag import MODE_PATH, read_mode, with_mode
 from envconfig import AccessLog, FutureCaller, Gate
 
 PROBE_USER_AGENT = "brainstorm-cutover-probe"
+PROBE_MARK = f"{PROBE_USER_AGENT}/"  # the user agent's prefix: brainstorm-cutover-probe/<run-id>
 RUN_HEADER = "X-Cutover-Run"
 MESH_WRITE_PREFIX = "/v1/agent/"
 
@@ -161,8 +162,12 @@ class AccessEvent:
 
     @property
     def marked(self) -> bool:
-        """The tool's own request (any run's probe or sentinel), by run header or user agent."""
-        return bool(self.run_id) or self.user_agent.startswith(PROBE_USER_AGENT)
+        """The tool's own request (a probe or the sentinel of some run): it carries BOTH marks the
+        tool always sends, the run header (logged in the run-id field) and the user agent
+        `brainstorm-cutover-probe/<run>`. One mark alone is not enough: a caller's harness named
+        `brainstorm-cutover-probe-...` or a client that happens to send X-Cutover-Run must still
+        count as a caller, or a hurt caller would be invisible to the gate, the watch and the alarm."""
+        return bool(self.run_id) and self.user_agent.startswith(PROBE_MARK)
 
     @property
     def sentinel(self) -> bool:
@@ -194,10 +199,9 @@ def parse_access(message: str, fields: AccessLog) -> AccessEvent | None:
 
 
 def is_own_traffic(message: str, fields: AccessLog) -> bool:
-    """A line the tool itself caused: an access line with the run-id field or the probe user agent,
-    or any text carrying the probe user agent (where the gateway logs it)."""
-    if PROBE_USER_AGENT in message:
-        return True
+    """An access line of the tool's own probes or sentinel (any run): both marks (AccessEvent.marked).
+    Other text is never the tool's: its probes carry no API key and the sentinel is only sent under
+    strict, so neither causes an advisory bypass line."""
     access = parse_access(message, fields)
     return access is not None and access.marked
 

@@ -44,7 +44,14 @@ class RollbackSteps(Parts):
             if j.strategy != "rolling" and j.service_deployment is not None:
                 # First put callers back on the old tasks (they started with the old value): seconds.
                 sub = "stop-deployment"
-                blue_serving = self._stop_service_deployment(j, out)
+                try:
+                    blue_serving = self._stop_service_deployment(j, out)
+                except (LockLost, KeyboardInterrupt):
+                    raise
+                except Exception as exc:  # the restore must happen anyway: go on the redeploy way
+                    j.record("stop-deployment", "failed", self.clock(), f"{type(exc).__name__}: {exc}")
+                    self.ui.warn(f"could not stop the service deployment ({type(exc).__name__}: {exc}); restoring "
+                                 "the parameter and redeploying instead")
             sub = "restore"
             self._restore(j)
             if self._needs_redeploy(j) and not blue_serving:
@@ -76,6 +83,8 @@ class RollbackSteps(Parts):
                            f"rollback interrupted during {sub}: production may still run {j.target}. Finish it "
                            "now with the command below; the lock stays held")
         except Exception as exc:
+            if not self.lock.holds():  # the restorer (or an operator) took the run over meanwhile
+                return self._taken_over(out, LockLost(f"run {j.run_id} was taken over during the rollback"))
             if j.state == RunState.ROLLING_BACK:
                 j.transition(RunState.ROLLBACK_FAILED)
             j.record("rollback", "failed", self.clock(), f"{sub}: {type(exc).__name__}: {exc}")

@@ -128,7 +128,8 @@ class Watcher:
     def _own(self, access: AccessEvent) -> bool:
         """This run's request: its run header, or its user agent `brainstorm-cutover-probe/<run> ...`."""
         agent = access.user_agent.split()
-        return access.run_id == self.run_id or bool(agent) and agent[0] == f"{PROBE_USER_AGENT}/{self.run_id}"
+        return access.marked and access.run_id == self.run_id and bool(agent) and \
+            agent[0] == f"{PROBE_USER_AGENT}/{self.run_id}"
 
     def countdown(self, remaining: float) -> str:
         from envconfig import format_duration

@@ -46,7 +46,7 @@ FINISHED = frozenset({RunState.DONE, RunState.WATCH_CUT_SHORT, RunState.ROLLED_B
 
 _ALLOWED: dict[RunState, frozenset[RunState]] = {
     RunState.FLIPPING: frozenset({RunState.DEPLOYING, RunState.ROLLING_BACK, RunState.INTERRUPTED, RunState.STOPPED}),
-    RunState.DEPLOYING: frozenset({RunState.PROBING, RunState.ROLLING_BACK, RunState.INTERRUPTED}),
+    RunState.DEPLOYING: frozenset({RunState.PROBING, RunState.ROLLING_BACK, RunState.INTERRUPTED, RunState.STOPPED}),
     RunState.PROBING: frozenset({RunState.WATCHING, RunState.DONE, RunState.ROLLING_BACK, RunState.INTERRUPTED,
                                  RunState.STOPPED}),
     RunState.WATCHING: frozenset({RunState.DONE, RunState.WATCH_CUT_SHORT, RunState.ROLLING_BACK,

@@ -106,8 +106,14 @@ def restore(event: dict, settings: Settings, clients: dict[str, Any], *, now: Ca
         # undo the wrong thing. Fail loudly instead: the retries end in the dead-letter queue.
         raise RuntimeError(f"cannot read the cutover journal at {settings.journal_parameter}: {exc!r}; "
                            "check `python -m cutover status` and roll back by hand if needed") from exc
-    if j.state not in UNFINISHED:
+    ours = deployment == j.deployment_id or (j.deployment_id is not None and j.deployment_id in str(detail))
+    if j.state not in UNFINISHED and not (j.state == RunState.WATCH_CUT_SHORT and ours):
+        # A cut-short watch left its canary baking: if ECS rolls *that* deployment back, the tasks
+        # serve the old mode again and the parameter must follow, or the next task starts strict.
         return _done("nothing", f"run {j.run_id} is {j.state.value}: nothing to restore (already handled)")
+    if j.target != "strict":
+        return _done("refused", f"run {j.run_id} moved to {j.target}: restoring {j.previous_mode} would re-break "
+                     "the callers it was unbreaking; left for the operator")
     if j.parameter != settings.gateway_parameter:
         return _done("refused", f"run {j.run_id} changed {j.parameter}, not {settings.gateway_parameter}: "
                      "left for the operator")
@@ -122,7 +128,7 @@ def restore(event: dict, settings: Settings, clients: dict[str, Any], *, now: Ca
         return _done("refused", f"the cutover lock is held by another run than {j.run_id}: left for the operator")
     raw = _get(ssm, settings.journal_parameter)  # re-read under our lock: the tool may have written meanwhile
     j = Journal.from_json(raw["Value"]) if raw else j
-    if j.state not in UNFINISHED:
+    if j.state not in UNFINISHED and not (j.state == RunState.WATCH_CUT_SHORT and ours):
         lock = _release_lock(ssm, settings.lock_parameter, token)
         return _done("nothing", f"run {j.run_id} became {j.state.value} meanwhile: nothing to restore; lock {lock}")
 

@@ -42,8 +42,10 @@ def legitimate_mesh_write_403(fields: AccessLog, *, source: str = "config") -> l
         f.string_value(route, "=", MESH_WRITE_ROUTE_GLOB),
         f.exists(caller),
         f.string_value(caller, "!=", ""),
-        f.any(f.not_exists(run_id), f.is_null(run_id), f.string_value(run_id, "=", "")),
-        f.any(f.not_exists(agent), f.is_null(agent), f.string_value(agent, "!=", f"{PROBE_USER_AGENT}*")),
+        # Not the tool's own request, which carries BOTH marks (cutover/mtls.py AccessEvent.marked):
+        # one mark alone (a harness named like the probe, a client sending X-Cutover-Run) is a caller.
+        f.any(f.not_exists(run_id), f.is_null(run_id), f.string_value(run_id, "=", ""),
+              f.not_exists(agent), f.is_null(agent), f.string_value(agent, "!=", f"{PROBE_USER_AGENT}/*")),
     )
 
 

@@ -83,3 +83,17 @@ def test_rolling_back_a_finished_canary_redeploys_because_the_old_tasks_are_gone
     assert outcome.code == 4, outcome.message
     assert "the old revision is gone" in out.getvalue()
     assert world.rollouts == 2 and world.deployed_mode == "advisory" and world.mode() == "advisory"
+
+
+def test_a_stop_that_fails_does_not_skip_the_restore(world):
+    from tests.fakes import client_error
+
+    t_hit = world.clock.now + 3 * 60
+    world.at(t_hit, lambda: world.log(at=t_hit, status=403, caller="brainstorm-cli"))
+    world.canary.stop_service_deployment = lambda **kw: (_ for _ in ()).throw(  # refused, every time
+        client_error("InvalidParameterException", "StopServiceDeployment"))
+    engine, out = world.cutover()
+    outcome = engine.run(YES)
+    assert outcome.code == 4, outcome.message
+    assert world.param()["Value"] == v1(world), "restored although the stop failed"
+    assert "could not stop the service deployment" in out.getvalue() and world.rollouts == 2

@@ -297,7 +297,7 @@ def test_a_guard_alarm_during_the_watch_rolls_back(world):
 def test_probe_and_unauthenticated_403s_do_not_roll_back(world):
     t0 = world.clock.now
     for i in range(20):
-        world.log(at=t0 + 60 + i, status=403, user_agent="brainstorm-cutover-probe/run-other")
+        world.log(at=t0 + 60 + i, status=403, user_agent="brainstorm-cutover-probe/run-other", run_id="run-other")
         world.log(at=t0 + 90 + i, status=403, caller="")
         world.log(at=t0 + 95 + i, status=403, caller="someone", route="/v1/chat/completions")  # not a mesh write
     engine, _ = world.cutover()

@@ -236,7 +236,7 @@ def line(**fields: Any) -> str:
 
 AGENT = "/v1/agent/delegate"
 CLI = "brainstorm-cli/2.4.1"
-PROBE_UA = "brainstorm-cutover-probe/1.0"
+PROBE_UA = "brainstorm-cutover-probe/run-1"
 
 # (description, access-log line, is it a legitimate mesh-write 403?)
 TABLE: list[tuple[str, str, bool]] = [
@@ -260,18 +260,24 @@ TABLE: list[tuple[str, str, bool]] = [
     ("legitimate: numeric caller id", line(path=AGENT, status=403, caller=1234, userAgent=CLI), True),
     ("legitimate, extra fields around", line(ts="2026-11-29T03:57:02Z", level="info", path=AGENT, status=403,
                                              caller="brainstorm-cli", userAgent=CLI, latencyMs=3), True),
-    ("probe by user agent", line(path=AGENT, status=403, caller="probe", userAgent=PROBE_UA), False),
-    ("probe by the bare user agent", line(path=AGENT, status=403, caller="probe",
-                                          userAgent="brainstorm-cutover-probe"), False),
-    ("probe by run id", line(path=AGENT, status=403, caller="probe", userAgent=CLI, cutoverRunId="run-1795925624"),
-     False),
-    ("probe by user agent and run id", line(path=AGENT, status=403, caller="p", userAgent=PROBE_UA,
-                                            cutoverRunId="run-1"), False),
-    ("sentinel: authenticated, no cert, run-id marker", line(path=AGENT, status=403, caller="cutover-sentinel",
-                                                             userAgent="python-httpx/0.27",
-                                                             cutoverRunId="sandbox-20261129T040246Z-7220"), False),
+    ("probe: both marks (user agent and run id)", line(path=AGENT, status=403, caller="p", userAgent=PROBE_UA,
+                                                      cutoverRunId="run-1"), False),
+    ("sentinel: both marks, authenticated", line(path=AGENT, status=403, caller="cutover-sentinel",
+                                                 userAgent="brainstorm-cutover-probe/run-2 sentinel",
+                                                 cutoverRunId="run-2"), False),
     ("sentinel, status as a string", line(path=AGENT, status="403", caller="cutover-sentinel",
-                                          cutoverRunId="run-2"), False),
+                                          userAgent="brainstorm-cutover-probe/run-2 sentinel", cutoverRunId="run-2"),
+     False),
+    # One mark alone is a caller: a hurt caller must never hide behind a look-alike.
+    ("caller: the probe's user agent without the run id", line(path=AGENT, status=403, caller="probe",
+                                                               userAgent=PROBE_UA), True),
+    ("caller: the bare probe name, no slash", line(path=AGENT, status=403, caller="probe",
+                                                   userAgent="brainstorm-cutover-probe"), True),
+    ("caller: a harness named like the probe", line(path=AGENT, status=403, caller="brainstorm-cli",
+                                                    userAgent="brainstorm-cutover-probe-harness/2.1",
+                                                    cutoverRunId="r"), True),
+    ("caller: a run id without the probe's user agent", line(path=AGENT, status=403, caller="brainstorm-cli",
+                                                             userAgent=CLI, cutoverRunId="run-1795925624"), True),
     ("unauthenticated: empty caller", line(path=AGENT, status=403, caller="", userAgent=CLI), False),
     ("unauthenticated: no caller field", line(path=AGENT, status=403, userAgent=CLI), False),
     ("unauthenticated: null caller", line(path=AGENT, status=403, caller=None, userAgent=CLI), False),
@@ -306,8 +312,6 @@ KNOWN_DIVERGENCES: list[tuple[str, bool, bool, str]] = [
      "The gateway writes bare JSON lines through the awslogs driver, so production lines have no prefix."),
     (line(path=AGENT, status=403, caller=True), True, False,
      "a boolean caller: the tool stringifies it ('True'); CloudWatch compares strings and numbers only."),
-    (line(path=AGENT, status=403, caller="x", cutoverRunId=0), True, False,
-     "a falsy non-string run id: the tool treats it as unmarked; the filter only knows absent, null and ''."),
 ]
 
 
@@ -347,10 +351,10 @@ def test_the_table_covers_every_class_the_tool_knows():
     for _, message, _ in TABLE:
         event = parse_access(message, FIELDS)
         classes.add(None if event is None else classify_403(event))
-    assert classes == {mtls.LEGITIMATE, mtls.PROBE, mtls.UNAUTHENTICATED, None}
+    assert classes == {mtls.LEGITIMATE, mtls.PROBE, mtls.SENTINEL, mtls.UNAUTHENTICATED, None}
 
 
-@pytest.mark.parametrize("message, tool, cloudwatch, why", KNOWN_DIVERGENCES, ids=["prefix", "bool-caller", "run-id-0"])
+@pytest.mark.parametrize("message, tool, cloudwatch, why", KNOWN_DIVERGENCES, ids=["prefix", "bool-caller"])
 def test_known_divergences_stay_known(pattern, message, tool, cloudwatch, why):
     assert (tool_says_legitimate(message), pattern.matches(message)) == (tool, cloudwatch), why
 

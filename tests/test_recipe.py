@@ -9,6 +9,7 @@ import pytest
 from cutover.mtls import (
     LEGITIMATE,
     PROBE,
+    SENTINEL,
     UNAUTHENTICATED,
     classify_403,
     parse_access,
@@ -111,8 +112,13 @@ def ev(**kw) -> str:
 
 @pytest.mark.parametrize("message,kind", [
     (ev(caller="brainstorm-cli"), LEGITIMATE),
-    (ev(caller="brainstorm-cli", cutoverRunId="run-1"), PROBE),
-    (ev(caller="", userAgent="brainstorm-cutover-probe/run-9"), PROBE),
+    (ev(caller="", userAgent="brainstorm-cutover-probe/run-9", cutoverRunId="run-9"), PROBE),
+    (ev(caller="cutover-sentinel", userAgent="brainstorm-cutover-probe/run-9 sentinel", cutoverRunId="run-9"),
+     SENTINEL),
+    # One mark alone is a caller (a look-alike must never hide a hurt caller).
+    (ev(caller="brainstorm-cli", cutoverRunId="run-1"), LEGITIMATE),
+    (ev(caller="brainstorm-cli", userAgent="brainstorm-cutover-probe-harness/2.1"), LEGITIMATE),
+    (ev(caller="", userAgent="brainstorm-cutover-probe/run-9"), UNAUTHENTICATED),
     (ev(), UNAUTHENTICATED),
     (ev(caller="x", status=200), None),
     (ev(caller="x", path="/v1/chat/completions"), None),
@@ -139,8 +145,10 @@ class Lines:
 
 def test_the_watcher_counts_callers_apart_from_its_own_requests():
     sentinel_ua = "brainstorm-cutover-probe/run-1 sentinel"
-    w = Watcher(Lines(("gateway/gateway/t1", ev(caller="a", status=200)), ("gateway/gateway/t1", ev(cutoverRunId="r")),
-                      ("gateway/gateway/t2", ev(cutoverRunId="run-1")),
+    probe_ua = "brainstorm-cutover-probe/run-1"
+    w = Watcher(Lines(("gateway/gateway/t1", ev(caller="a", status=200)),
+                      ("gateway/gateway/t1", ev(cutoverRunId="r", userAgent="brainstorm-cutover-probe/r")),
+                      ("gateway/gateway/t2", ev(cutoverRunId="run-1", userAgent=probe_ua)),
                       ("gateway/gateway/t2", ev(caller="cutover-sentinel", cutoverRunId="run-1", userAgent=sentinel_ua)),
                       ("gateway/gateway/t1", ev()), ("gateway/gateway/t1", ev(caller="b"))), F, run_id="run-1")
     hit = w.poll(1.0)

@@ -385,3 +385,29 @@ def test_the_staged_asset_holds_the_two_packages_and_no_bytecode():
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
     for f in files:
         assert (staged / f).read_bytes() == (ROOT / f).read_bytes()
+
+
+def test_a_cut_short_watch_is_restored_when_ecs_rolls_its_own_deployment_back(aws):
+    w = World(state=RunState.WATCH_CUT_SHORT)
+    w.journal.deployment_id = SAMPLE_EVENT["detail"]["deploymentId"]
+    w.save_journal(w.journal)
+    w.ssm.delete_parameter(Name=LOCK)  # the cut-short run finished and released its lock
+    assert w.run()["action"] == "restored"
+    assert w.gateway()["Value"] == ADVISORY and w.read_journal().state == RunState.ROLLED_BACK
+    assert not w.lock_exists()
+
+
+def test_a_cut_short_watch_is_left_alone_when_another_deployment_fails(aws):
+    w = World(state=RunState.WATCH_CUT_SHORT)
+    w.journal.deployment_id = "ecs-svc/1111111111111111111"  # not the one in the event
+    w.save_journal(w.journal)
+    assert w.run()["action"] == "nothing" and w.gateway()["Value"] == STRICT
+
+
+def test_a_run_back_to_advisory_is_never_restored_to_strict(aws):
+    w = World()
+    w.journal.target, w.journal.previous_mode = "advisory", "strict"
+    w.save_journal(w.journal)
+    result = w.run()
+    assert result["action"] == "refused" and "re-break" in result["message"]
+    assert w.gateway()["Value"] == STRICT, "left as the operator's run wrote it"

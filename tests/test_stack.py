@@ -279,8 +279,8 @@ def test_gateway_config_parameter_holds_the_document(prod):
 
 LEGITIMATE_403_PATTERN = (
     '{ (($.status = 403) || ($.status = "403")) && ($.path = "/v1/agent/*") && ($.caller = "*") '
-    '&& ($.caller != "") && (($.cutoverRunId NOT EXISTS) || ($.cutoverRunId IS NULL) || ($.cutoverRunId = "")) '
-    '&& (($.userAgent NOT EXISTS) || ($.userAgent IS NULL) || ($.userAgent != "brainstorm-cutover-probe*")) }')
+    '&& ($.caller != "") && (($.cutoverRunId NOT EXISTS) || ($.cutoverRunId IS NULL) || ($.cutoverRunId = "") '
+    '|| ($.userAgent NOT EXISTS) || ($.userAgent IS NULL) || ($.userAgent != "brainstorm-cutover-probe/*")) }')
 
 
 def test_log_group_and_metric_filters(prod):

@@ -4,6 +4,7 @@ and interruptions. Each test asserts the final parameter, service, lock and jour
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 from botocore.exceptions import ConnectionClosedError
@@ -13,7 +14,7 @@ from cutover.engine import Options, Terminated
 from cutover.report import markdown
 from envconfig import load
 from tests.conftest import use_strategy
-from tests.fakes import make_world
+from tests.fakes import Crash, make_world
 
 YES = Options(target="strict", yes=True)
 
@@ -324,3 +325,84 @@ def test_production_waits_for_a_recent_finished_staging_cutover(config_dir, stag
         assert skipped.code == 0, skipped.message
         assert world.journal()["skip_staging"] == "staging is down for the DB migration"
         assert "Staged promotion skipped:** staging is down for the DB migration" in markdown(skipped)
+
+
+# ---------------------------------------------------------------- found by an SRE's attack
+
+
+@pytest.mark.parametrize("agent, run_id", [("brainstorm-cutover-probe-harness/2.1", ""),
+                                           ("brainstorm-cli/0.9", "made-up-run"),
+                                           ("brainstorm-cutover-probe/other-run", "")])
+def test_a_caller_with_one_of_the_probes_marks_is_still_a_caller(world, agent, run_id):
+    t = world.clock.now + 5 * 60
+    world.at(t, lambda: world.log(at=t, status=403, caller="brainstorm-cli", user_agent=agent, run_id=run_id))
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    assert outcome.code == 4 and "'brainstorm-cli' got 403" in outcome.message
+
+
+def test_a_bypass_line_that_mentions_the_probe_still_counts_in_the_gate(world):
+    world.log(at=world.clock.now - 600, text="WARN [mtls-advisory] mesh write without client certificate: "
+                                             "caller=x ua=brainstorm-cutover-probe-harness/2.1")
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    assert outcome.code == 3 and "mtls-advisory" in outcome.message
+
+
+def test_the_way_back_to_advisory_never_rolls_back_to_strict(world):
+    engine, _ = world.cutover()
+    assert engine.run(YES).code == 0
+    world.scripts = [["FAILED"]]
+    engine, _ = world.cutover()
+    outcome = engine.run(Options(target="advisory", yes=True))
+    assert outcome.code == 1 and outcome.state == "advisory_incomplete" and "NOT rolled back" in outcome.message
+    assert world.mode() == "advisory" and world.lock() is None and world.journal()["state"] == "stopped"
+    assert any("--force-new-deployment" in c for c in outcome.next_commands)
+
+
+def test_rollback_of_a_restored_run_verifies_before_saying_nothing_to_do(world):
+    engine, _ = world.cutover()
+    assert engine.run(YES).code == 0
+    # The restorer put the parameter back and marked the run rolled back; its redeploy then failed:
+    # the tasks still run strict.
+    ssm, name = world.clients["ssm"], world.cfg.gateway.parameter_name
+    ssm.put_parameter(Name=name, Value=v1(world), Type="String", Overwrite=True)
+    j = world.journal()
+    j.update(state="rolled_back", restore={"rule": "exact", "by": "restorer", "at": world.clock.now,
+                                           "from_version": 2, "to_version": 3})
+    ssm.put_parameter(Name=world.cfg.journal_parameter, Value=json.dumps(j), Type="String", Overwrite=True)
+    assert world.deployed_mode == "strict"
+    fresh, _ = world.cutover()
+    assert "not verified by probes" in fresh.status().message
+    fresh, _ = world.cutover()
+    outcome = fresh.rollback(Options())
+    assert outcome.code == 4 and "does not agree" in outcome.message
+    assert world.deployed_mode == "advisory" and world.lock() is None
+    fresh, _ = world.cutover()
+    again = fresh.rollback(Options())
+    assert again.code == 0 and "probes agree" in again.message
+
+
+def test_a_second_ctrl_c_while_asking_leaves_the_run_recorded(world):
+    t = world.clock.now + 5 * 60
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+    world.at(t, interrupt)
+    world.at(t + 5, interrupt)  # nobody answered; a second Ctrl-C
+    engine, _ = world.cutover(interactive=True, answers="")
+    outcome = engine.run(YES)
+    assert outcome.state == "interrupted" and world.journal()["state"] == "interrupted"
+    assert world.lock()["run_id"] == outcome.run_id
+
+
+def test_status_says_when_a_runs_process_is_probably_gone(world):
+    from tests.test_engine import crash_after
+
+    engine, _ = world.cutover()
+    crash_after(engine, "proof")
+    with pytest.raises(Crash):
+        engine.run(YES)
+    world.clock.now += 45 * 60  # a live run would have renewed its lock (every 30 minutes)
+    fresh, _ = world.cutover()
+    assert "the process is probably gone" in fresh.status().message

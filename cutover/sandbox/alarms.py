@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any
 
-from cutover.mtls import MESH_WRITE_PREFIX, PROBE_USER_AGENT
+from cutover.mtls import MESH_WRITE_PREFIX, PROBE_MARK
 from envconfig import EnvConfig
 
 
@@ -56,8 +56,8 @@ def is_legitimate_403(message: str, cfg: EnvConfig) -> bool:
     except (TypeError, ValueError):
         return False
     return (status == 403 and str(data.get(f.route_field) or "").startswith(MESH_WRITE_PREFIX)
-            and bool(data.get(f.caller_field)) and not data.get(f.run_id_field)
-            and not str(data.get(f.user_agent_field) or "").startswith(PROBE_USER_AGENT))
+            and bool(data.get(f.caller_field))
+            and not (data.get(f.run_id_field) and str(data.get(f.user_agent_field) or "").startswith(PROBE_MARK)))
 
 
 class LegitimateWriteFilter:
