@@ -41,7 +41,10 @@ class Seconds(float):
     """A duration written as '30m', '15s', '24h', '1h30m' or a bare number of seconds."""
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", re.ASCII)
+_DURATION_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?d)?(?:\d+(?:\.\d+)?h)?(?:\d+(?:\.\d+)?m)?(?:\d+(?:\.\d+)?s)?"
+                             r"(?:\d+(?:\.\d+)?ms)?", re.ASCII)
+_LONGEST = 366 * 86400  # nothing this tool waits for is longer than a year
 _UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -50,15 +53,19 @@ def parse_duration(text: str | int | float) -> Seconds:
     if isinstance(text, bool):
         raise ValueError("a duration, not a boolean")
     if isinstance(text, (int, float)):
-        if text < 0:
-            raise ValueError("a duration cannot be negative")
+        if not 0 <= text <= _LONGEST:  # also NaN and infinity
+            raise ValueError(f"{text!r} is not a duration (0 to 366 days)")
         return Seconds(text)
     s = str(text).strip().replace(" ", "")
-    if re.fullmatch(r"\d+(\.\d+)?", s):
-        return Seconds(float(s))
-    if not s or _DURATION.sub("", s):
-        raise ValueError(f"{text!r} is not a duration (use e.g. 30m, 15s, 24h, 1h30m)")
-    return Seconds(sum(float(n) * _UNIT[u] for n, u in _DURATION.findall(s)))
+    if re.fullmatch(r"\d{1,12}(\.\d{1,9})?", s, re.ASCII):
+        value = float(s)
+    elif s and len(s) <= 40 and _DURATION_WHOLE.fullmatch(s):  # each unit once, largest first
+        value = sum(float(n) * _UNIT[u] for n, u in _DURATION.findall(s))
+    else:
+        raise ValueError(f"{str(text)[:40]!r} is not a duration (use e.g. 30m, 15s, 24h, 1h30m)")
+    if not 0 <= value <= _LONGEST:
+        raise ValueError(f"{str(text)[:40]!r} is not a duration this tool can wait for (at most 366d)")
+    return Seconds(value)
 
 
 def format_duration(seconds: float) -> str:
@@ -91,6 +98,12 @@ def timing_problem(*, watch: float, poll: float, overlap: float, redeploy_timeou
     if poll > MAX_POLL:
         return TimingProblem("poll", f"{f(poll)} is above {f(MAX_POLL)}: a hurt caller would wait that long",
                              "poll at most every 5m, e.g. 15s")
+    if overlap < poll:
+        return TimingProblem("overlap", f"{f(overlap)} is shorter than one poll ({f(poll)}): a late event could be "
+                             "missed between polls", f"re-read at least one poll, e.g. {f(max(poll * 8, 120))}")
+    if redeploy_timeout < 30:
+        return TimingProblem("redeploy_timeout", f"{f(redeploy_timeout)} is shorter than any ECS deployment",
+                             "allow at least a few minutes, e.g. 30m")
     if watch < poll:
         return TimingProblem("watch", f"{f(watch)} is shorter than one poll ({f(poll)})",
                              f"watch at least {f(WATCH_FLOOR)} (the runbook's window)")

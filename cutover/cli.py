@@ -220,7 +220,7 @@ def _check_timing(args: argparse.Namespace, cfg: Any) -> None:
                              lock_ttl=c.lock_ttl, sandbox=args.sandbox or cfg.environment == "sandbox",
                              short_watch_ok=args.short_watch)
     if problem:
-        from_flag = getattr(args, problem.key) is not None
+        from_flag = problem.key in ("watch", "poll") and getattr(args, problem.key, None) is not None
         where = f"--{problem.key}" if from_flag else f"{cfg.source}: cutover.{problem.key}"
         raise UsageError(f"{where}: {problem.problem}; fix: {problem.fix}")
 

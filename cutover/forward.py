@@ -8,6 +8,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 from cutover.exitcodes import ExitCode
 from cutover.lockstore import LockLost
+from cutover.mtls import spliced
 from cutover.outcome import (
     INTERRUPT_PROMPT_TIMEOUT,
     STEP_OF,
@@ -19,7 +20,7 @@ from cutover.outcome import (
 from cutover.parts import Parts
 from cutover.probes import NO_CERT, ProbeResult
 from cutover.watch import WATCH_FILTER, LogCursor, Watcher
-from cutover_core.flag import with_mode
+from cutover_core.flag import FlagError, with_mode
 from cutover_core.journal import (
     Journal,
     RunState,
@@ -38,11 +39,27 @@ class ForwardSteps(Parts):
             if j.flipped_at is None:
                 j.flipped_at = t
                 self.journal.save(j)  # the watch reads from here, even if we die right after the write
+            try:
+                document = spliced(current.value, j.target)
+            except FlagError as exc:  # before any write: nothing changed
+                raise Stop(ExitCode.FAILED, "cannot_flip", f"{name} v{current.version}: {exc}; nothing changed. "
+                           "Set the flag by hand, or rewrite the document in plain block-style YAML") from None
             tier = self.aws.prepare_write(name)
             j.parameter_tier = tier
-            j.new_version = self.aws.put_parameter(name, with_mode(current.value, j.target), type=current.type,
-                                                   tier=tier)
+            j.new_version = self.aws.put_parameter(name, document, type=current.type, tier=tier)
             self.journal.save(j)
+            if j.new_version != current.version + 1:
+                # Someone wrote between our read and our write (a `cdk deploy` in the gap): our write
+                # replaced theirs. Put theirs back, byte for byte; this run then changed nothing.
+                theirs = self.aws.get_parameter(name, j.new_version - 1)
+                back = self.aws.put_parameter(name, theirs.value, type=theirs.type, tier=tier)
+                ours, j.new_version = j.new_version, None
+                self.journal.save(j)
+                raise Stop(ExitCode.FAILED, "changed_under_us",
+                           f"{name} changed during the flip: v{current.version} read, v{theirs.version} written by "
+                           f"someone else before this run's write v{ours}; v{theirs.version} is back as v{back}, "
+                           "byte for byte: nothing changed by this run. Look at it, then start again",
+                           [self._cmd("status")])
             self.aws.label_parameter(name, j.previous_version, f"cutover-{j.run_id}-before")
             self.aws.label_parameter(name, j.new_version, f"cutover-{j.run_id}-after")
             detail = f"{j.previous_mode} -> {j.target}: v{j.previous_version} -> v{j.new_version}"
@@ -66,7 +83,7 @@ class ForwardSteps(Parts):
             return  # --advisory refuses nobody: there is no hurt caller to watch for
         group = self.cfg.observability.log_group_name
         cursor = LogCursor(read=lambda lo, hi: self.aws.log_events(group, lo, hi, WATCH_FILTER),
-                           start_ms=int((j.flipped_at or self.clock()) * 1000),
+                           start_ms=int(((j.flipped_at or self.clock()) + self.aws_offset) * 1000),
                            overlap_ms=int(self.cfg.cutover.overlap * 1000))
         self.watcher = Watcher(cursor, self.cfg.access_log, run_id=j.run_id)
         self._last_tick = float("-inf")

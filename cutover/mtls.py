@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cutover_core.flag import MODE_PATH, read_mode, with_mode
+from cutover_core.flag import MODE_PATH, FlagError, read_mode, with_mode
 from envconfig import AccessLog, FutureCaller, Gate
 
 PROBE_USER_AGENT = "brainstorm-cutover-probe"
@@ -22,6 +22,27 @@ MESH_WRITE_PREFIX = "/v1/agent/"
 # ---------------------------------------------------------------- the flag inside YAML text
 
 
+def spliced(text: str, mode: str, path: tuple[str, ...] = MODE_PATH) -> str:
+    """with_mode, checked by a YAML parser: the result parses to the same document with only the
+    flag changed, or FlagError. (cutover_core.flag is standard-library only for the Lambda; the tool
+    has PyYAML, so it double-checks before it writes anything.)"""
+    import yaml
+
+    out = with_mode(text, mode, path)
+    try:
+        before, after = yaml.safe_load(text), yaml.safe_load(out)
+        node = before
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = mode
+    except (yaml.YAMLError, KeyError, TypeError) as exc:
+        raise FlagError(f"the document does not parse as YAML with {'.'.join(path)} where the splice found it "
+                        f"({type(exc).__name__})") from None
+    if after != before:
+        raise FlagError(f"changing {'.'.join(path)} in place would change more than the flag; nothing written")
+    return out
+
+
 def write_config_mode(config_file: str | Path, mode: str) -> bool:
     """Write the new mode back into config/<env>.yaml so the next `cdk deploy` agrees with
     production. Returns False when the file already says so."""
@@ -30,7 +51,7 @@ def write_config_mode(config_file: str | Path, mode: str) -> bool:
     full = ("gateway", "document", *MODE_PATH)
     if read_mode(text, full) == mode:
         return False
-    path.write_text(with_mode(text, mode, full), encoding="utf-8")
+    path.write_text(spliced(text, mode, full), encoding="utf-8")
     return True
 
 
@@ -176,13 +197,16 @@ class AccessEvent:
 
 def parse_access(message: str, fields: AccessLog) -> AccessEvent | None:
     """An access-log JSON line -> AccessEvent; None for anything else (app logs, timing lines)."""
-    start = message.find("{")
-    if start < 0:
-        return None
-    try:
-        data = json.loads(message[start:])
-    except ValueError:
-        return None
+    data, start = None, -1
+    for _ in range(4):  # a prefix may hold a brace or two of its own ("[req {id}] {...}")
+        start = message.find("{", start + 1)
+        if start < 0:
+            return None
+        try:
+            data = json.loads(message[start:])
+            break
+        except ValueError:
+            continue
     if not isinstance(data, dict) or fields.route_field not in data:
         return None
     try:
@@ -192,10 +216,15 @@ def parse_access(message: str, fields: AccessLog) -> AccessEvent | None:
     return AccessEvent(
         route=str(data.get(fields.route_field) or ""),
         status=status,
-        caller=str(data.get(fields.caller_field) or ""),
+        caller=_text(data.get(fields.caller_field)),
         user_agent=str(data.get(fields.user_agent_field) or ""),
         run_id=str(data.get(fields.run_id_field) or ""),
     )
+
+
+def _text(value: object) -> str:
+    """A field as text; absent, null, empty and false are no value (a caller id 0 is a caller)."""
+    return "" if value is None or value is False or value == "" else str(value)
 
 
 def is_own_traffic(message: str, fields: AccessLog) -> bool:

@@ -43,6 +43,7 @@ class Parts:
     window: float
     poll: float
     watcher: Watcher | None
+    aws_offset: float = 0.0   # AWS's clock minus ours (log timestamps are AWS's)
 
     def __init__(self, cfg: EnvConfig, *, aws: Aws, clock: Callable[[], float], sleep: Callable[[float], None],
                  probe: ProbeFn, probe_spec: ProbeSpec, ui: Ui, run_id: Callable[[], str] | None = None) -> None:
@@ -76,7 +77,15 @@ class Parts:
 
     def live(self) -> tuple[Parameter, str]:
         p = self.aws.get_parameter(self.cfg.gateway.parameter_name)
+        if p.server_time is not None:
+            # Log events carry AWS's timestamps: the watch reads them on AWS's clock. The Date header
+            # has a one-second resolution, so only a real skew is corrected.
+            skew = p.server_time - self.clock()
+            self.aws_offset = skew if abs(skew) > 2 else 0.0
         return p, read_mode(p.value)
+
+    def aws_now(self) -> float:
+        return self.clock() + self.aws_offset
 
     def run_probes(self, mode: str, run_id: str) -> list[ProbeResult]:
         tasks = self.aws.describe_service(*self.svc).get("runningCount", 0)
@@ -114,7 +123,7 @@ class Parts:
         if not watching:
             return
         if self.watcher is not None:
-            hit = self.watcher.poll(now)
+            hit = self.watcher.poll(now + self.aws_offset)
             self._summary(j, out)
             if hit is not None and hit.caller == self.probe_spec.sentinel_caller:
                 f = self.cfg.access_log

@@ -51,7 +51,7 @@ class Planner(Parts):
         """One pass over the log group for the whole lookback, every pattern in one pre-filter.
         `service`: the ECS description the caller already holds (preflight's), to avoid a re-read."""
         g = self.cfg.cutover.gate
-        now = self.clock()
+        now = self.aws_now()
         counts = GateCounts(g, self.cfg.access_log)
         for ev in self.aws.log_events(self.cfg.observability.log_group_name, int((now - g.lookback) * 1000),
                                       int(now * 1000), gate_filter_pattern(g)):

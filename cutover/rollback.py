@@ -108,6 +108,17 @@ class RollbackSteps(Parts):
         if plan.value is not None:
             tier = self.aws.prepare_write(name)
             written = self.aws.put_parameter(name, plan.value, type=current.type, tier=tier)
+            for _ in range(3):
+                if written == current.version + 1:
+                    break
+                # Someone wrote between our read and our write: ours was planned from what they replaced
+                # and overwrote their edit. Plan again from their version and write the result.
+                current = self.aws.get_parameter(name, written - 1)
+                plan = plan_restore(current_value=current.value, current_version=current.version,
+                                    previous_value=previous.value, previous_version=j.previous_version,
+                                    previous_mode=j.previous_mode, run_target=j.target, run_version=j.new_version)
+                written = self.aws.put_parameter(name, plan.value if plan.value is not None else current.value,
+                                                 type=current.type, tier=tier)
             self.aws.label_parameter(name, written, f"cutover-{j.run_id}-rollback")
         if plan.rule != NOTHING or j.restore is None:
             j.restore = RestoreRecord(rule=plan.rule, by="tool", at=self.clock(), from_version=current.version,

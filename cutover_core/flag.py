@@ -48,12 +48,24 @@ def _ignorable(line: str) -> bool:
     return not s or s.startswith("#") or s in ("---", "...")
 
 
+def _unclosed_quote(rest: str) -> bool:
+    """A value that opens a quoted scalar and does not close it on its line (it goes on below)."""
+    s = rest.strip()
+    if not s or s[0] not in "'\"":
+        return False
+    return _QUOTED_SCALAR.match(s) is None
+
+
 def locate(text: str, path: tuple[str, ...] = MODE_PATH) -> Span:
     """The span of the scalar at `path` in block-style YAML `text`."""
     where = ".".join(path)
     if "\t" in text:
         raise FlagError(f"cannot place {where}: the document contains tabs")
     lines = _lines(text)
+    for _, line in lines:  # text inside a multi-line quoted scalar could look like keys: refuse it all
+        m = _KEY.match(line)
+        if m is not None and _unclosed_quote(m.group("rest")):
+            raise FlagError(f"cannot place {where}: a multi-line quoted scalar ({line.strip()[:40]!r})")
     lo, hi, parent_indent = 0, len(lines), -1
     for depth, key in enumerate(path):
         found: list[tuple[int, re.Match[str]]] = []
@@ -101,6 +113,11 @@ def locate(text: str, path: tuple[str, ...] = MODE_PATH) -> Span:
             value, quote = raw, ""
         else:
             raise FlagError(f"cannot place {where}: its value is not a plain or quoted scalar ({rest.strip()!r})")
+        key_indent = len(m.group("indent"))
+        following = next((line for _, line in lines[i + 1:] if not _ignorable(line)), None)
+        if following is not None and len(following) - len(following.lstrip(" ")) > key_indent:
+            raise FlagError(f"cannot place {where}: its value goes on below ({following.strip()[:40]!r}): a "
+                            "multi-line scalar or a nested value")
         start = lines[i][0] + start_in_line
         return Span(start=start, end=start + len(raw), value=value, quote=quote)
     raise FlagError(f"{where}: empty path")  # pragma: no cover

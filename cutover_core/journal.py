@@ -199,4 +199,10 @@ def fit(journal: Journal, limit: int = SSM_STANDARD_LIMIT) -> str:
         # Keep the first (why the run began) and the last three (where it is now).
         del data["steps"][1]
         text = dumps(data)
+    if len(text) > limit:
+        # Free text a caller controls (a route, a caller name, a reason): cut, never the versions.
+        for key in ("rollback_reason", "skip_staging", "operator"):
+            if isinstance(data.get(key), str) and len(data[key]) > 200:
+                data[key] = data[key][:197] + "..."
+        text = dumps(data)
     return text

@@ -256,3 +256,20 @@ def test_a_placeholder_is_still_checked_like_any_value(config_dir):
     edit(config_dir, "production", "  desired_count: 2", "  desired_count: CHANGE-ME")
     err = error_for(config_dir)
     assert err.key == "service.desired_count" and "expected int" in err.problem
+
+
+@pytest.mark.parametrize("text", ["30m30m", "9" * 400, "\uff11\uff15s", "nan", "inf", "-1s", "1x", ""])
+def test_durations_that_are_not_durations_are_refused(text):
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("key, value, says", [("redeploy_timeout", "0s", "shorter than any ECS deployment"),
+                                              ("overlap", "0s", "shorter than one poll")])
+def test_timing_that_would_break_the_watch_is_refused(config_dir, key, value, says):
+    path = config_dir / "production.yaml"
+    text = path.read_text()
+    import re
+    path.write_text(re.sub(rf"(?m)^  {key}: \S+", f"  {key}: {value}", text, count=1))
+    with pytest.raises(ConfigError, match=says):
+        load("production", config_dir)

@@ -258,6 +258,7 @@ TABLE: list[tuple[str, str, bool]] = [
                                                                userAgent="curl/8 brainstorm-cutover-probe"), True),
     ("legitimate: a caller of one blank", line(path=AGENT, status=403, caller=" ", userAgent=CLI), True),
     ("legitimate: numeric caller id", line(path=AGENT, status=403, caller=1234, userAgent=CLI), True),
+    ("legitimate: numeric caller id 0", line(path=AGENT, status=403, caller=0, userAgent=CLI), True),
     ("legitimate, extra fields around", line(ts="2026-11-29T03:57:02Z", level="info", path=AGENT, status=403,
                                              caller="brainstorm-cli", userAgent=CLI, latencyMs=3), True),
     ("probe: both marks (user agent and run id)", line(path=AGENT, status=403, caller="p", userAgent=PROBE_UA,

@@ -127,6 +127,11 @@ def test_classify_403(message, kind):
     assert classify_403(parse_access(message, F)) == kind
 
 
+def test_a_prefix_with_braces_of_its_own_does_not_hide_the_access_line():
+    event = parse_access("[req {7f3a}] " + ev(caller="brainstorm-cli"), F)
+    assert event is not None and classify_403(event) == LEGITIMATE
+
+
 @pytest.mark.parametrize("message", ["[api/cold-start] mtls ready in 40ms", "{not json", "{\"a\": 1}", "[]"])
 def test_non_access_lines_are_not_events(message):
     assert parse_access(message, F) is None

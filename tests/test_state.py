@@ -406,3 +406,46 @@ def test_status_says_when_a_runs_process_is_probably_gone(world):
     world.clock.now += 45 * 60  # a live run would have renewed its lock (every 30 minutes)
     fresh, _ = world.cutover()
     assert "the process is probably gone" in fresh.status().message
+
+
+def _cdk_deploy_lands_first(world, when: str):
+    """A put_parameter fault that, the first time the tool writes the gateway parameter during
+    `when` (flip | restore), lets someone else's write land just before it."""
+    name = world.cfg.gateway.parameter_name
+    state = {"done": False}
+
+    def hook(kwargs):
+        j = world.journal() or {}
+        phase = "restore" if j.get("state") == "rolling_back" else "flip"
+        if kwargs["Name"] == name and phase == when and not state["done"]:
+            state["done"] = True
+            someone_writes(world, "providers: 7", "providers: 9")
+        return None
+    return {"ssm": {"put_parameter": [hook] * 200}}
+
+
+def test_a_write_landing_between_the_flips_read_and_write_is_put_back_and_the_run_stops(world):
+    engine, _ = world.cutover(faults=_cdk_deploy_lands_first(world, "flip"))
+    outcome = engine.run(YES)
+    assert outcome.code == 1 and outcome.state == "changed_under_us" and "changed during the flip" in outcome.message
+    value = world.param()["Value"]
+    assert "providers: 9" in value and "meshWritesEnforcement: advisory" in value, "their write, byte for byte"
+    assert world.rollouts == 0 and world.lock() is None and world.journal()["state"] == "stopped"
+
+
+def test_a_write_landing_between_the_restores_read_and_write_keeps_their_edit(world):
+    t = world.clock.now + 5 * 60
+    world.at(t, lambda: world.log(at=t, status=403, caller="brainstorm-cli"))
+    engine, _ = world.cutover(faults=_cdk_deploy_lands_first(world, "restore"))
+    outcome = engine.run(YES)
+    assert outcome.code == 4, outcome.message
+    assert world.param()["Value"] == v1(world).replace("providers: 7", "providers: 9"), \
+        "the flag went back, their edit stayed"
+
+
+def test_a_laptop_clock_minutes_behind_does_not_blind_the_watch(world):
+    engine, _ = world.cutover()
+    engine.clock = engine.lock.clock = lambda: world.clock.now - 5 * 60  # the laptop is 5 minutes slow
+    outcome = engine.run(YES)
+    assert outcome.code == 0, outcome.message
+    assert abs(engine.aws_offset - 300) <= 1, "the watch read the logs on AWS's clock"
