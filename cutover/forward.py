@@ -277,6 +277,16 @@ class ForwardSteps(Parts):
         watched = self.clock() - (j.watch_started or self.clock())
         j.watch_cut_short_after = watched
         note = f"watch cut short after {format_duration(watched)} of {format_duration(j.watch_window)}"
+        if j.strategy != "rolling" and j.service_deployment is not None:
+            try:
+                sd = self._service_deployment(j)
+                prod, _ = self._weights(sd)
+                if sd.get("status") == "IN_PROGRESS":
+                    note += (f"; the {j.strategy} deployment still runs ({sd.get('lifecycleStage')}, {prod:g}% of "
+                             "production on strict tasks): if ECS rolls it back, the restorer puts "
+                             f"{j.previous_mode} back")
+            except Exception as exc:  # the note is informative; keeping strict is the operator's call
+                note += f"; the deployment's state could not be read ({type(exc).__name__})"
         j.record("watch", "cut-short", self.clock(), note)
         j.transition(RunState.WATCH_CUT_SHORT)
         self._summary(j, out)
