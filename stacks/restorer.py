@@ -92,7 +92,8 @@ class Restorer(Construct):
             ("GatewayConfig", ["ssm:GetParameter", "ssm:PutParameter", "ssm:LabelParameterVersion",
                                "ssm:GetParameterHistory", "ssm:UnlabelParameterVersion"], [gateway]),
             ("CutoverJournal", ["ssm:GetParameter", "ssm:PutParameter"], [journal]),
-            ("CutoverLock", ["ssm:GetParameter", "ssm:DeleteParameter"], [lock]),
+            # Put: it takes the run's lock (a token of its own) before it writes, so a live tool stops.
+            ("CutoverLock", ["ssm:GetParameter", "ssm:PutParameter", "ssm:DeleteParameter"], [lock]),
             # Only used when the run's strategy is rolling (see restorer/handler.py).
             ("ForceRedeploy", ["ecs:UpdateService"], [service.service_arn]),
         ):

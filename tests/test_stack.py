@@ -537,7 +537,17 @@ def test_restorer_role_is_least_privilege(prod):
     gateway = json.dumps(by_sid["GatewayConfig"]["Resource"])
     assert gateway.endswith(':parameter/brainstorm-router/production/gateway/config"]]}')
     assert by_sid["CutoverJournal"]["Action"] == ["ssm:GetParameter", "ssm:PutParameter"]
-    assert by_sid["CutoverLock"]["Action"] == ["ssm:GetParameter", "ssm:DeleteParameter"]
+    # It takes the run's lock (put) before it writes, and releases it (delete) by its own token.
+    assert by_sid["CutoverLock"]["Action"] == ["ssm:GetParameter", "ssm:PutParameter", "ssm:DeleteParameter"]
+    # Every SSM/ECS call the handler makes is granted (moto does not enforce IAM: this test does).
+    import re
+
+    from tests.conftest import ROOT
+    source = (ROOT / "restorer" / "handler.py").read_text()
+    called = {f"{svc}:{''.join(w.title() for w in op.split('_'))}"
+              for svc, op in re.findall(r"\b(ssm|ecs)\.(\w+)\(", source) if op != "exceptions"}
+    assert called, "found the calls"
+    assert called <= {a for s in statements for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
     service_id, _ = only(prod, "AWS::ECS::Service")
     assert by_sid["ForceRedeploy"] == {"Sid": "ForceRedeploy", "Effect": "Allow", "Action": "ecs:UpdateService",
                                        "Resource": {"Ref": service_id}}
