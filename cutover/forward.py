@@ -116,6 +116,11 @@ class ForwardSteps(Parts):
             if j.target == "advisory":
                 # Rolling "back" to strict would re-break whoever this run is trying to unbreak.
                 raise Stop(ExitCode.FAILED, "probe_failed", msg + " (advisory is deployed; investigate the gateway)")
+            # A caller hurt meanwhile, or ECS rolling back on its own (the test listener then reaches the old
+            # tasks), explains wrong probes better than the probes do: look first.
+            self._tick(j, out, watching=True, force=True)
+            if j.strategy != "rolling":
+                self._not_stopped(self._service_deployment(j))
             raise NeedsRollback(msg)
         if j.target != "strict":
             self._done(j, "probe", f"{total} probes as expected for {j.target}", t, RunState.DONE)

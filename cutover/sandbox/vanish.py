@@ -27,14 +27,14 @@ def _journal(world: Any) -> dict | None:
         return None
 
 
-def _until(what: str, check: Any, ui: Any) -> Any:
-    deadline = time.monotonic() + WAIT
+def _until(what: str, check: Any, ui: Any, *, wait: float = WAIT) -> Any:
+    deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
         time.sleep(0.2)
-    raise TimeoutError(f"operator-vanishes: {what} did not happen within {WAIT:.0f}s")
+    raise TimeoutError(f"operator-vanishes: {what} did not happen within {wait:.0f}s")
 
 
 def play(world: Any, ui: Any, *, extra_args: list[str]) -> int:
@@ -56,9 +56,13 @@ def play(world: Any, ui: Any, *, extra_args: list[str]) -> int:
     ui.info("sandbox: a caller without a certificate starts calling now, while the deployment bakes")
     if world.unenrolled_gate is not None:
         world.unenrolled_gate.set()
+    # Canary: the alarm, ECS's rollback and the restorer take a few (scaled) minutes at most. Rolling:
+    # nothing watches a deployment that has finished, so nothing will come; say so after a while.
+    settled = ("rolled_back", "rollback_failed", "done", "stopped", "watch_cut_short")
     try:
         j = _until("a rollback with nobody at the keyboard",
-                   lambda: (j := _journal(world)) and j["state"] not in ("watching", "probing") and j, ui)
+                   lambda: (j := _journal(world)) and j["state"] in settled and j, ui,
+                   wait=WAIT if world.strategy != "rolling" else 30.0)
     except TimeoutError as exc:
         ui.warn(str(exc))
         j = _journal(world) or {}
@@ -72,6 +76,7 @@ def play(world: Any, ui: Any, *, extra_args: list[str]) -> int:
         ui.info(f"RESULT: rolled_back (exit 4): production is back on {j.get('previous_mode')} with nobody at the "
                 f"keyboard: {j.get('rollback_reason')}")
         return int(ExitCode.ROLLED_BACK)
-    ui.warn(f"RESULT: rollback_failed (exit 5): nobody restored production (journal: {j.get('state')}); with the "
-            f"{world.strategy} strategy no deployment alarm watches the bake")
+    why = ("a rolling deployment has no bake: once it has finished no deployment alarm watches it"
+           if world.strategy == "rolling" else f"the journal says {j.get('state')}")
+    ui.info(f"RESULT: rollback_failed (exit 5): nobody restored production ({why}); the caller is still refused")
     return int(ExitCode.ROLLBACK_FAILED)
