@@ -400,6 +400,19 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
+def _failed(args: argparse.Namespace, code: ExitCode, state: str, error: str, hint: str = "") -> int:
+    """Every ending has its RESULT line (stdout), or its one JSON document with --json; the error
+    itself goes to stderr as one line (two with a hint)."""
+    print(f"error: {error}" + (f"\n       {hint}" if hint else ""), file=sys.stderr)
+    if getattr(args, "json", False):
+        import json
+
+        print(json.dumps({"exit_code": int(code), "outcome": state, "message": error}, indent=2))
+    else:
+        print(f"RESULT: {state} (exit {int(code)}): {error}")
+    return int(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_join_negative_durations(list(sys.argv[1:] if argv is None else argv)))
@@ -407,32 +420,32 @@ def main(argv: list[str] | None = None) -> int:
     interactive = sys.stdin.isatty() and not os.environ.get("CI")
     ui = ConsoleUi(sys.stderr if args.json else sys.stdout, interactive=interactive)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)  # like Ctrl-C, without a prompt
+    status_hint = "run `python -m cutover status` to see what state production is in."
     try:
         return run_command(args, ui, sys.stdout)
-    except (ConfigError, UsageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return int(ExitCode.USAGE)
+    except ConfigError as exc:
+        return _failed(args, ExitCode.USAGE, "config_error", str(exc))
+    except UsageError as exc:
+        return _failed(args, ExitCode.USAGE, "usage_error", str(exc))
     except KeyboardInterrupt:
-        print("\ninterrupted: check `python -m cutover status` (the journal in AWS says what happened)",
-              file=sys.stderr)
-        return int(ExitCode.FAILED)
+        return _failed(args, ExitCode.FAILED, "interrupted",
+                       "interrupted: the journal in AWS says what happened", status_hint)
     except Exception as exc:  # the last resort: say what, where, and what state we know
         from botocore.exceptions import NoCredentialsError, NoRegionError, ProfileNotFound
 
         from cutover.aws import error_code
 
         if isinstance(exc, ProfileNotFound):
-            print(f"error: AWS profile: {exc}; fix: use a profile from `aws configure list-profiles`, or drop "
-                  "--profile/AWS_PROFILE to use other credentials (or rehearse with --sandbox)", file=sys.stderr)
-            return int(ExitCode.USAGE)
+            return _failed(args, ExitCode.USAGE, "usage_error",
+                           f"AWS profile: {exc}; fix: use a profile from `aws configure list-profiles`, or drop "
+                           "--profile/AWS_PROFILE to use other credentials (or rehearse with --sandbox)")
         if isinstance(exc, (NoCredentialsError, NoRegionError)):
             # Raised by the first (read-only) call, so nothing was written.
-            print(f"error: AWS credentials: {exc}; fix: set AWS_PROFILE or pass --profile (or rehearse with "
-                  "--sandbox)", file=sys.stderr)
-            return int(ExitCode.USAGE)
+            return _failed(args, ExitCode.USAGE, "usage_error",
+                           f"AWS credentials: {exc}; fix: set AWS_PROFILE or pass --profile (or rehearse with "
+                           "--sandbox)")
         code = error_code(exc)
-        print(f"error: {type(exc).__name__}{' ' + code if code else ''}: {exc}\n"
-              "       run `python -m cutover status` to see what state production is in.", file=sys.stderr)
-        return int(ExitCode.FAILED)
+        return _failed(args, ExitCode.FAILED, "error", f"{type(exc).__name__}{' ' + code if code else ''}: {exc}",
+                       status_hint)
     finally:
         signal.signal(signal.SIGTERM, previous)

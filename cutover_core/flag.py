@@ -20,7 +20,8 @@ _KEY = re.compile(r"""^(?P<indent>\ *)
                       (?:"(?P<dq>[^"\\]*)"|'(?P<sq>[^']*)'|(?P<plain>[^\s\#'"{\[][^:\#]*?))
                       \s*:(?:\s+|$)(?P<rest>.*)$""", re.VERBOSE)
 _PLAIN_SCALAR = re.compile(r"^(?P<value>[^\s#'\"{\[&*!|>][^#]*?)\s*(?:\s#.*)?$")
-_QUOTED_SCALAR = re.compile(r"""^(?P<value>"[^"\\]*"|'[^']*')\s*(?:#.*)?$""")
+# Single-line quoted scalars with their escapes ('' inside single quotes, \x inside double quotes).
+_QUOTED_SCALAR = re.compile(r"""^(?P<value>"(?:[^"\\]|\\.)*"|'(?:[^']|'')*')\s*(?:#.*)?$""")
 
 
 class FlagError(ValueError):

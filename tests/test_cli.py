@@ -196,6 +196,19 @@ def test_every_command_ends_with_the_same_result_form(aws, config_dir, capsys):
         assert any(line.startswith("RESULT: ") and "(exit " in line for line in lines), (argv, lines[-3:])
 
 
+def test_a_refused_input_also_ends_with_a_result_line_or_one_json_document(config_dir, capsys):
+    """Scripts read stdout: a config or usage error says so there too, stderr keeps the one-line error."""
+    path = config_dir / "production.yaml"
+    path.write_text(path.read_text().replace("  poll: 15s", "  poll: 0s"))
+    assert run(config_dir, "status") == 2
+    out, err = capsys.readouterr()
+    assert out.strip().splitlines()[-1].startswith("RESULT: config_error (exit 2): ")
+    assert len(err.strip().splitlines()) == 1 and "cutover.poll" in err
+    assert run(config_dir, "status", "--json") == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["exit_code"] == 2 and doc["outcome"] == "config_error" and "cutover.poll" in doc["message"]
+
+
 def test_production_refuses_to_run_without_its_sentinel_unless_told(aws, config_dir, tmp_path, capsys, monkeypatch):
     path = config_dir / "production.yaml"
     for name in ("probe-client.pem", "probe-client.key"):

@@ -40,6 +40,8 @@ VARIANTS = [
     'tls:\n  "mtls":\n    "meshWritesEnforcement": "advisory"\n    routes:\n    - /v1/agent/x\n',
     "gateway: {name: x}\ntls:\n  mtls:\n    list:\n      - a: 1\n        meshWritesEnforcement: strict\n"
     "    meshWritesEnforcement: advisory\n",
+    # quoted scalars with their escapes, on one line, are not mistaken for multi-line ones
+    "note: 'production''s R20 test'\nq: \"a \\\"b\\\" c\"\ntls:\n  mtls:\n    meshWritesEnforcement: 'advisory'\n",
 ]
 
 
@@ -66,6 +68,8 @@ def test_the_rendered_gateway_document_is_understood(config_dir):
     ("tls:\n  mtls:\n    meshWritesEnforcement: |\n      strict\n", "not a plain or quoted scalar"),
     ("tls:\n  mtls:\n    meshWritesEnforcement: &a strict\n", "not a plain or quoted scalar"),
     ("tls:\n\tmtls: 1\n", "tabs"),
+    # a quoted scalar wrapped over two lines (as yaml.dump writes long ones): its text could hold keys
+    ("note: 'a long\n  text: x'\ntls:\n  mtls:\n    meshWritesEnforcement: a\n", "multi-line quoted scalar"),
     ("other: 1\n", "not found"),
 ])
 def test_what_cannot_be_placed_with_certainty_is_refused(text, why):

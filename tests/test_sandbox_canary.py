@@ -255,7 +255,7 @@ def test_a_legitimate_403_fires_the_alarm_and_ecs_rolls_back_with_the_documented
         assert set(failed["detail"]) == {"eventType", "eventName", "deploymentId", "updatedAt", "reason"}
         assert f"rolling back to deploymentId {blue_id}" in events[2]["detail"]["reason"]
         # the harm stayed at about the canary share, and the caller is served again by blue
-        s = until(lambda: (lambda x: x if x["incidents"] and x["incidents"][0]["served_again_at"] else None)(
+        s = until(lambda: (lambda x: x if x["incidents"] and x["incidents"][0]["closed"] else None)(
             w.traffic.unenrolled.summary()))
         assert s["served"] > s["refused"] >= 1
         assert {t.mode for t in w.front.tasks} == {"advisory"}
@@ -271,8 +271,10 @@ def test_the_metric_filter_counts_only_legitimate_mesh_write_403s(cfg):
         line(caller=""): False,                                   # unauthenticated noise
         line(status=401): False,
         line(path="/v1/chat/completions"): False,                 # not a mesh write
-        line(cutoverRunId="run-1"): False,                        # the tool's probe or sentinel
-        line(userAgent="brainstorm-cutover-probe/run-1"): False,  # the tool's marker
+        # The tool's own lines carry BOTH marks; one alone is a caller who happens to look like it.
+        line(cutoverRunId="run-1"): True,
+        line(cutoverRunId="run-1", userAgent="brainstorm-cutover-probe/run-1"): False,
+        line(userAgent="brainstorm-cutover-probe/run-1"): True,
         line(caller="cutover-sentinel", cutoverRunId="run-1", userAgent="brainstorm-cutover-probe/run-1"): False,
         "WARN [mtls-advisory] mesh write without client certificate": False,
         "INFO " + line(): True,                                   # a prefix before the JSON, as some loggers write

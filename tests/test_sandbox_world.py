@@ -315,13 +315,14 @@ def test_the_unenrolled_caller_starts_at_the_flip_and_its_incident_is_counted(cf
         set_mode(w, "strict", redeploy=True)
         until(lambda: w.traffic.unenrolled.summary()["refused"] >= 3)  # from the first strict task on
         set_mode(w, "advisory", redeploy=True)
-        s = until(lambda: (lambda x: x if x["incidents"] and x["incidents"][-1]["served_again_at"] else None)(
+        s = until(lambda: (lambda x: x if x["incidents"] and x["incidents"][-1]["closed"] else None)(
             w.traffic.unenrolled.summary()))
         assert s["first_at"] >= flip_at - 0.2 and s["first_refused_at"] > s["first_at"]
         incident = s["incidents"][0]
         refused = [t for t, st in s["answers"] if st == 403]
         assert incident["refused"] == len(refused) == s["refused"] and len(s["incidents"]) == 1
         assert incident["exposure_seconds"] == pytest.approx(incident["served_again_at"] - refused[0], abs=0.01)
+        assert incident["served_again_at"] > incident["last_refused_at"] == pytest.approx(refused[-1], abs=0.01)
         assert 0 < incident["exposure_seconds"] < 10
         rate = len(s["answers"]) / (s["answers"][-1][0] - s["answers"][0][0])
         assert 2 < rate < 7, f"a steady ~5 requests/s (slower on a loaded 2-core machine), got {rate:.1f}"

@@ -37,6 +37,9 @@ def post(host: str, port: int, ctx: ssl.SSLContext, route: str, *, key: str | No
         conn.close()
 
 
+INCIDENT_QUIET = 2.0  # seconds of served-only answers that end an incident
+
+
 @dataclass
 class CallerLog:
     """What one caller got, with timestamps (epoch seconds)."""
@@ -56,18 +59,25 @@ class CallerLog:
         served = [t for t, s in answers if 200 <= s < 300]
         incidents: list[dict[str, Any]] = []
         current: dict[str, Any] | None = None
-        for t, s in answers:  # an incident: from a first 403 to the next served request
+        # An incident runs from a first 403 to the first served request after its last 403. During a
+        # rolling deployment old and new tasks answer in turn, so served requests between refusals do
+        # not end it: only INCIDENT_QUIET seconds of nothing but served requests do ("closed").
+        for t, s in answers:
             if s == 403:
+                again = current["served_again_at"] if current else None
+                if current is not None and again is not None and t - again >= INCIDENT_QUIET:
+                    incidents.append(current)
+                    current = None
                 if current is None:
-                    current = {"first_refused_at": t, "refused": 0, "served_again_at": None}
-                current["refused"] += 1
+                    current = {"first_refused_at": t, "refused": 0}
+                current.update(refused=current["refused"] + 1, last_refused_at=t, served_again_at=None,
+                               exposure_seconds=None, closed=False)
             elif 200 <= s < 300 and current is not None:
-                current["served_again_at"] = t
-                current["exposure_seconds"] = round(t - current["first_refused_at"], 3)
-                incidents.append(current)
-                current = None
+                if current["served_again_at"] is None:
+                    current["served_again_at"] = t
+                    current["exposure_seconds"] = round(t - current["first_refused_at"], 3)
+                current["closed"] = t - current["served_again_at"] >= INCIDENT_QUIET
         if current is not None:
-            current["exposure_seconds"] = None  # still refused: the incident is open
             incidents.append(current)
         return {"caller": self.name, "sent": len(answers), "refused": len(refused), "served": len(served),
                 "errors": sum(1 for _, s in answers if s == 0),

@@ -201,7 +201,7 @@ def _world_yaml(cfg: EnvConfig, world_cfg: EnvConfig, strategy: str) -> str:
         k: (f"{int(v // 60)}m" if k in ("canary_bake", "bake") else v)
         for k, v in dataclasses.asdict(d).items() if v is not None}
     return ("# Written by the sandbox world for one run: it points at 127.0.0.1 and dies with the world.\n"
-            + yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
+            + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=1 << 16))
 
 
 def _make_account(access: dict[str, str]) -> str:
