@@ -104,6 +104,8 @@ def test_service_deployment_apis_have_the_documented_shapes_and_play_the_stages_
     with canary_world(cfg, stage_pause=0.3) as w:
         events: list[dict] = []
         w.on_deployment_event(events.append)
+        entered: list[str] = []  # every stage as the stand-in enters it: the order, whatever the poll sees
+        w.ecs.on_stage(lambda _dep, stage: entered.append(stage))
         dep_id, arn = deploy(w)
         seen: list[tuple[str, str, float, float]] = []  # (stage, status, green prod weight, green test weight)
         while True:
@@ -116,8 +118,9 @@ def test_service_deployment_apis_have_the_documented_shapes_and_play_the_stages_
             if d["status"] != "IN_PROGRESS":
                 break
             time.sleep(0.01)
-        stages = list(dict.fromkeys(s for s, *_ in seen))
-        assert stages == [s for s in STAGES if s != "RECONCILE_SERVICE"], stages
+        assert entered == [s for s in STAGES if s != "RECONCILE_SERVICE"], entered
+        stages = list(dict.fromkeys(s for s, *_ in seen))  # what the API showed: the same order, maybe gaps
+        assert stages == [s for s in entered if s in stages] and len(stages) >= 3, stages
         assert seen[-1][:2] == ("CLEAN_UP", "SUCCESSFUL")
         weights = [(s, p, t) for s, _, p, t in seen]
         assert ("PRODUCTION_TRAFFIC_SHIFT", 20.0, 100.0) in weights, "the canary share first"

@@ -17,6 +17,10 @@ from stacks.gateway_stack import GatewayStack
 ENVS = ["production", "staging", "sandbox"]
 
 
+# One worker synthesizes the stacks once for the whole module (pytest-xdist, --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("cdk")
+
+
 @pytest.fixture(scope="module")
 def stacks() -> dict[str, GatewayStack]:
     app = App()

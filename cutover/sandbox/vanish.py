@@ -17,6 +17,7 @@ from typing import Any
 from cutover.exitcodes import ExitCode
 
 WAIT = 180.0  # seconds for each stage of the story (the sandbox plays minutes as seconds)
+ROLLING_WAIT = 10.0  # how long a rolling world is given to show that nobody restores it
 
 
 def _journal(world: Any) -> dict | None:
@@ -57,12 +58,13 @@ def play(world: Any, ui: Any, *, extra_args: list[str]) -> int:
     if world.unenrolled_gate is not None:
         world.unenrolled_gate.set()
     # Canary: the alarm, ECS's rollback and the restorer take a few (scaled) minutes at most. Rolling:
-    # nothing watches a deployment that has finished, so nothing will come; say so after a while.
+    # nothing watches a deployment that has finished, so nothing will come; say so after ten alarm
+    # periods (the sandbox plays a minute as a second).
     settled = ("rolled_back", "rollback_failed", "done", "stopped", "watch_cut_short")
     try:
         j = _until("a rollback with nobody at the keyboard",
                    lambda: (j := _journal(world)) and j["state"] in settled and j, ui,
-                   wait=WAIT if world.strategy != "rolling" else 30.0)
+                   wait=WAIT if world.strategy != "rolling" else ROLLING_WAIT)
     except TimeoutError as exc:
         ui.warn(str(exc))
         j = _journal(world) or {}
