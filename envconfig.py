@@ -597,6 +597,11 @@ def _check(cfg: EnvConfig, file: str) -> None:
         if not 10 <= pct <= 95:
             raise ConfigError(file, f"scaling.{name}", f"{pct} is out of range", "use 10..95")
     _check_capacity(cfg, file)
+    for i, route in enumerate(cfg.cutover.gate.routes):
+        # A route is matched as a term in the access logs: a typo here hides a caller from the gate.
+        if not route.startswith("/") or any(ch.isspace() for ch in route) or len(route) < 2:
+            raise ConfigError(file, f"cutover.gate.routes[{i}]", f"{route!r} is not a route",
+                              "write the path as the gateway logs it, e.g. /v1/agent/delegate")
     db = cfg.database
     if db.pool_size < 1:
         raise ConfigError(file, "database.pool_size", f"{db.pool_size} is not a pool size", "use a positive integer")
@@ -752,7 +757,7 @@ def config_path(env: str, config_dir: Path = DEFAULT_CONFIG_DIR) -> Path:
     return path
 
 
-def parse(text: str, file: str) -> EnvConfig:
+def parse(text: str, file: str, *, expect_env: str | None = None) -> EnvConfig:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -766,6 +771,11 @@ def parse(text: str, file: str) -> EnvConfig:
                      f"opened there; noticed at line {mark.line + 1})")
         raise ConfigError(file, "", f"YAML syntax error at {where}: {problem}",
                           "fix the YAML at that line (indentation, quotes, colons)") from None
+    if expect_env is not None and isinstance(data, dict) and data.get("environment") != expect_env:
+        # First: a file copied from another environment is wrong as a whole; its other errors are noise.
+        said = data.get("environment")
+        raise ConfigError(file, "environment", f"says {said!r} but the file is {Path(file).name}" if said is not None
+                          else "missing key", f"set environment: {expect_env}")
     cfg = _build_dataclass(EnvConfig, data if data is not None else {}, "", file)
     _check(cfg, file)
     return dataclasses.replace(cfg, source=file)
@@ -773,11 +783,7 @@ def parse(text: str, file: str) -> EnvConfig:
 
 def load(env: str, config_dir: Path = DEFAULT_CONFIG_DIR) -> EnvConfig:
     path = config_path(env, config_dir)
-    cfg = parse(path.read_text(encoding="utf-8"), str(path))
-    if cfg.environment != env:
-        raise ConfigError(path, "environment", f"says {cfg.environment!r} but the file is {path.name}",
-                          f"set environment: {env}")
-    return cfg
+    return parse(path.read_text(encoding="utf-8"), str(path), expect_env=env)
 
 
 def load_all(config_dir: Path = DEFAULT_CONFIG_DIR) -> list[EnvConfig]:

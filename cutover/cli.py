@@ -87,11 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--report", metavar="PATH",
                         help="markdown report path (default: reports/cutover-<run-id>.md; gate: reports/gate-<env>.md)")
 
-    acting = argparse.ArgumentParser(add_help=False)
-    a = acting.add_argument_group("acting on production")
-    a.add_argument("--yes", action="store_true", help="do not ask for confirmation (needed when not on a terminal)")
-    a.add_argument("--break-lock", action="store_true",
-                   help="take over a lock whose expiry (on AWS's clock) has passed; never overrides an unfinished run")
+    # `rollback` asks nothing (it is the way back), so it takes --break-lock without --yes.
+    locking = argparse.ArgumentParser(add_help=False)
+    locking.add_argument_group("acting on production").add_argument(
+        "--break-lock", action="store_true",
+        help="take over a lock whose expiry (on AWS's clock) has passed; never overrides an unfinished run")
+    acting = argparse.ArgumentParser(add_help=False, parents=[locking])
+    acting.add_argument("--yes", action="store_true",
+                        help="do not ask for confirmation (needed when not on a terminal)")
 
     timing = argparse.ArgumentParser(add_help=False)
     t = timing.add_argument_group("timing")
@@ -148,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("resume", [common, report, acting, timing], "continue the unfinished run from its journal in AWS",
             "Continues the last run from its journal: the forward path where it stopped (it never flips\n"
             "twice), an unfinished rollback, or the rest of a watch that was cut short.", (0, 1, 4, 5))
-    command("rollback", [common, report, acting], "restore the previous mode of the active or last run",
+    command("rollback", [common, report, locking], "restore the previous mode of the active or last run",
             "Puts the previous mode back (the exact previous bytes when the live version is the run's own\n"
             "write; only the flag when someone else wrote after it), redeploys and probes. Asks nothing:\n"
             "it is the way back.", (0, 1, 4, 5))
@@ -310,7 +313,9 @@ def run_command(args: argparse.Namespace, ui: Any, out: Any) -> int:
     _check_report_path(report_arg)
     dry_run = getattr(args, "dry_run", False)
     if args.command in ("mtls", "resume") and not (args.yes or ui.interactive or dry_run):
-        raise UsageError("not on a terminal: pass --yes to confirm (or --dry-run to see the plan)")
+        raise UsageError("not on a terminal: pass --yes to confirm" +
+                         (" (or --dry-run to see the plan)" if args.command == "mtls" else
+                          " (`status` shows what resume would continue)"))
 
     hint_suffix = " --sandbox" if args.sandbox else ""
     with ExitStack() as stack:

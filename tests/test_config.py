@@ -150,6 +150,21 @@ def test_environment_name_must_match_file(config_dir):
     assert error_for(config_dir, "staging").key == "environment"
 
 
+def test_a_file_copied_from_another_environment_says_so_before_anything_else(config_dir):
+    """The copy's own errors (here: a placeholder-free key it lacks) would only send the operator astray."""
+    (config_dir / "qa.yaml").write_text((config_dir / "staging.yaml").read_text().replace("  poll:", "  pol:"))
+    err = error_for(config_dir, "qa")
+    assert (err.key, err.problem, err.fix) == ("environment", "says 'staging' but the file is qa.yaml",
+                                               "set environment: qa")
+
+
+@pytest.mark.parametrize("route", ["v1/agent/delegate", "/v1/agent/ delegate", "/"])
+def test_gate_routes_must_be_paths(config_dir, route):
+    edit(config_dir, "production", "routes: [/v1/agent/delegate,", f"routes: [{route!r},")
+    err = error_for(config_dir)
+    assert err.key == "cutover.gate.routes[0]" and "e.g. /v1/agent/delegate" in err.fix
+
+
 def test_retention_must_be_a_cloudwatch_value(config_dir):
     edit(config_dir, "production", "log_retention_days: 90", "log_retention_days: 91")
     assert error_for(config_dir).key == "observability.log_retention_days"
