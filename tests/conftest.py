@@ -55,3 +55,12 @@ def use_strategy(config_dir: Path, strategy: str, env: str = "production") -> No
     block = "  deployment:\n    strategy: rolling\n" if strategy == "rolling" else None
     assert block, "only rolling is rewritten here"
     path.write_text(re.sub(r"  deployment:\n(?:    .*\n|\s*#.*\n)+", block, text, count=1))
+
+
+def default_sigint() -> None:
+    """Popen(preexec_fn=...): a child that gets Ctrl-C (SIGINT) must not inherit an ignored SIGINT.
+    A shell starts background jobs (`make test &`, nohup) with SIGINT ignored, and Python keeps it
+    ignored, so the child would never see the KeyboardInterrupt the test sends."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, default_sigint
 
 pytestmark = pytest.mark.e2e
 
@@ -97,7 +97,8 @@ def test_ctrl_c_or_sigterm_during_the_watch_records_it_and_stops_everything(tmp_
     proc = subprocess.Popen([sys.executable, "-m", "cutover", "mtls", "--strict", "--sandbox", "--yes",
                              "--watch", "5m", "--poll", "1s", "--report", str(tmp_path / "r.md")],
                             cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                            preexec_fn=default_sigint)
     seen = []
     deadline = time.monotonic() + 120
     for line in proc.stdout:

@@ -22,7 +22,7 @@ import pytest
 from cutover.report import ConsoleUi
 from cutover.sandbox.world import load_world_config, sandbox_world
 from envconfig import load
-from tests.conftest import ROOT
+from tests.conftest import ROOT, default_sigint
 
 pytestmark = pytest.mark.e2e
 
@@ -152,7 +152,8 @@ def test_sigterm_and_ctrl_c_remove_the_private_keys(tmp_path, sig, code):
     """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     try:
         directory = Path(proc.stdout.readline().strip())
         assert directory.is_dir(), proc.stderr.read()
