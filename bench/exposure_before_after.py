@@ -24,6 +24,7 @@ exposure <= (first strict task takes traffic, from the flip) + poll + 1 s + the 
 redeploy (the restored parameter -> the last strict task stopped).
 
 Run: .venv/bin/python bench/exposure_before_after.py [--trials 10] [--steps 2,5] [--poll 1]
+(needs the repository's git history: the wave-1 engine is taken from it with `git archive`)
 """
 
 from __future__ import annotations
