@@ -1,5 +1,6 @@
-"""6. Build and tests: CDK synth time per environment (a fresh process building that one stack,
-cdk-nag included), `npx cdk synth` of the whole app, and the whole pytest suite, on this machine."""
+"""9. Build and tests: CDK synth time per environment (a fresh process building that one stack,
+cdk-nag included), `npx cdk synth` of the whole app, and the whole pytest suite (e2e included,
+one run; its outcome is recorded with the time), on this machine."""
 
 from __future__ import annotations
 
@@ -42,9 +43,18 @@ def main() -> None:
     whole = summary([timed(["npx", "cdk", "synth", "--quiet", "--output", "/tmp/bench-cdk-all"], env=env)
                      for _ in range(RUNS)])
     print(f"npx cdk synth (3 stacks): median {whole['median']:.1f}s")
-    suite = timed([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], env=env)
-    print(f"pytest suite: {suite:.0f}s")
-    save("build_and_tests", {"synth_per_env": per_env, "cdk_synth_all": whole, "pytest_seconds": suite})
+    # The whole suite, e2e included, timed once. A failing test is recorded (exit code, the failed
+    # tests, pytest's last line), not hidden and not allowed to lose the figures above.
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "addopts=", "-q", "-rf"],
+                          cwd=ROOT, capture_output=True, text=True, env=env)
+    suite = time.perf_counter() - t
+    lines = proc.stdout.strip().splitlines()
+    failed = [ln.split(" ", 1)[1].split(" - ")[0] for ln in lines if ln.startswith("FAILED ")]
+    print(f"pytest suite: {suite:.0f}s, exit {proc.returncode}: {lines[-1] if lines else ''}")
+    save("build_and_tests", {"synth_per_env": per_env, "cdk_synth_all": whole, "pytest_seconds": suite,
+                             "pytest_exit": proc.returncode, "pytest_summary": lines[-1] if lines else "",
+                             "pytest_failed": failed})
 
 
 if __name__ == "__main__":

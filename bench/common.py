@@ -8,11 +8,14 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(ROOT))
+STARTED = time.time()
+LOAD_AT_START = os.getloadavg()  # this machine runs other work too: every result says how busy it was
 
 
 def p95(values: list[float]) -> float:
@@ -39,10 +42,16 @@ def machine() -> dict:
             "platform": platform.platform()}
 
 
+def load_note() -> dict:
+    """The 1-minute load average when the script started and when it saved, and its wall time."""
+    return {"load_at_start": round(LOAD_AT_START[0], 2), "load_at_end": round(os.getloadavg()[0], 2),
+            "wall_seconds": round(time.time() - STARTED, 1), "commit": git_rev()}
+
+
 def save(name: str, data: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"machine": machine(), **data}, indent=2, default=str))
+    path.write_text(json.dumps({"machine": machine(), "run": load_note(), **data}, indent=2, default=str))
     print(f"wrote {path.relative_to(ROOT)}")
     return path
 

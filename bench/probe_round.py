@@ -1,7 +1,8 @@
-"""5. Probe round: all routes x 3 kinds x 3 x tasks requests against a real local mTLS gateway
-(the sandbox's ALB stand-in + 2 tasks, in its own process), concurrent (16 workers) vs
-sequential (1 worker), with 0 ms and 50 ms of added time per request (a WAN round trip plus the
-gateway's own work, which loopback does not have)."""
+"""5. Probe round: the strict round the tool sends after the flip (every route x every probe kind
+for strict, the sentinel included, x per_task x tasks requests) against a real local mTLS gateway
+(the sandbox's ALB stand-in in passthrough + 2 tasks, in its own process), concurrent (16
+workers) vs sequential (1 worker), with 0 ms and 50 ms of added time per request (a WAN round
+trip plus the gateway's own work, which loopback does not have)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ class Discard:
         pass
 
 
+SENTINEL_KEY = "key-bench-sentinel"
+
+
 def serve(pki, routes, tasks: int, latency: float, conn, stop) -> None:
     from cryptography import x509
 
@@ -32,7 +36,8 @@ def serve(pki, routes, tasks: int, latency: float, conn, stop) -> None:
 
     ca = x509.load_pem_x509_certificate(Path(pki.ca_cert).read_bytes())
     doc = render_document({"tls": {"mtls": {"meshWritesEnforcement": "strict"}}})
-    settings = GatewaySettings(routes=routes, api_keys={}, read_parameter=lambda: doc, ca=ca, shipper=Discard(),
+    settings = GatewaySettings(routes=routes, api_keys={SENTINEL_KEY: "cutover-sentinel"}, read_parameter=lambda: doc,
+                               ca=ca, shipper=Discard(),
                                latency=latency)
     front = Front(pki)
     for i in range(tasks):
@@ -59,7 +64,9 @@ def main() -> None:
             proc.start()
             url = parent.recv()
             spec = ProbeSpec(base_url=url, routes=routes, client_cert=probe.cert, client_key=probe.key,
-                             ca_bundle=pki.ca_cert, timeout=10, per_task=3)
+                             ca_bundle=pki.ca_cert, timeout=10, per_task=3, sentinel_key=SENTINEL_KEY,
+                             sentinel_caller="cutover-sentinel")
+            kinds = spec.kinds("strict")
             try:
                 for label, workers in (("concurrent_16", 16), ("sequential_1", 1)):
                     times = []
@@ -68,12 +75,14 @@ def main() -> None:
                         out = run_probes(spec, mode="strict", tasks=tasks, run_id="bench", workers=workers)
                         times.append(time.perf_counter() - t)
                         assert all(r.ok for r in out), [(r.kind, r.statuses) for r in out if not r.ok]
+                        assert sum(len(r.statuses) for r in out) == len(routes) * len(kinds) * 3 * tasks
                     results[f"{label}_latency_{int(latency * 1000)}ms"] = summary(times)
             finally:
                 stop.set()
                 proc.join(10)
-    n = len(routes) * 3 * 3 * tasks
-    save("probe_round", {"requests_per_round": n, "rounds": ROUNDS, **results})
+    n = len(routes) * len(kinds) * 3 * tasks
+    save("probe_round", {"requests_per_round": n, "routes": len(routes), "kinds": list(kinds), "per_task": 3,
+                         "tasks": tasks, "rounds": ROUNDS, **results})
     for k, v in results.items():
         print(f"{n} probes, {k}: median {v['median']:.2f}s p95 {v['p95']:.2f}s")
 

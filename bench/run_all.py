@@ -1,4 +1,4 @@
-"""`make bench`: run every benchmark (about 20 minutes on 2 cores), then write docs/benchmarks.md.
+"""`make bench`: run every benchmark (about 80 minutes on 2 cores), then write docs/benchmarks.md.
 
 Each script also runs on its own (`.venv/bin/python bench/NAME.py`) and leaves its figures in
 bench/results/NAME.json; `bench/report.py` turns those files into the markdown.
@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["startup", "probe_round", "gate_cost", "watch_cost", "detection_latency", "build_and_tests"]
+ORDER = ["startup", "probe_round", "gate_cost", "watch_cost", "live_tail", "sentinel_cost", "detection_latency",
+         "exposure_before_after", "harm_per_incident", "build_and_tests"]
 
 
 def main() -> None:
