@@ -1,6 +1,7 @@
 """9. Build and tests: CDK synth time per environment (a fresh process building that one stack,
 cdk-nag included), `npx cdk synth` of the whole app, and the whole pytest suite (e2e included,
-one run; its outcome is recorded with the time), on this machine."""
+one run as `make test` runs it, 3 xdist workers; its outcome is recorded with the time), on this
+machine."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def main() -> None:
     # The whole suite, e2e included, timed once. A failing test is recorded (exit code, the failed
     # tests, pytest's last line), not hidden and not allowed to lose the figures above.
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "addopts=", "-q", "-rf"],
+    # As `make test` runs it: pyproject's addopts (3 xdist workers) included.
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rf"],
                           cwd=ROOT, capture_output=True, text=True, env=env)
     suite = time.perf_counter() - t
     lines = proc.stdout.strip().splitlines()

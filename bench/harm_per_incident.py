@@ -38,10 +38,11 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import statistics
 import time
 
-from common import p95, save
+from common import RESULTS, ROOT, load_note, p95, save
 from incident import harm, journal, parameter_back, run_tool, settle, step_at, tool_command, world
 
 from cutover.report import ConsoleUi
@@ -123,7 +124,17 @@ def main() -> None:
     ap.add_argument("--step", type=float, default=2.0, help="seconds for one task to start")
     ap.add_argument("--poll", type=float, default=1.0)
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--vanish-only", action="store_true",
+                    help="rerun only the operator-vanishes trials; keep the strategy rows of the last results file")
     a = ap.parse_args()
+    if a.vanish_only:
+        path = RESULTS / "harm_per_incident.json"
+        previous = json.loads(path.read_text())
+        previous["operator_vanishes"] = vanish_block(a.vanish_trials)
+        previous["operator_vanishes_run"] = load_note()  # its own commit and load: the rows above keep theirs
+        path.write_text(json.dumps(previous, indent=2, default=str))
+        print(f"wrote {path.relative_to(ROOT)} (operator-vanishes only)")
+        return
     variants = a.variants.split(",")
     rows: dict[str, list[dict]] = {v: [] for v in variants}
     for i in range(a.trials):
@@ -151,8 +162,14 @@ def main() -> None:
         for v in rows:
             if v != "rolling" and base:
                 ratio[v] = round(statistics.mean(r["refused"] for r in rows[v]) / base, 3)
+    save("harm_per_incident", {"trials": a.trials, "step": a.step, "poll": a.poll, "seconds_per_minute": 1.0,
+                               "summary": summary, "refused_ratio_to_rolling": ratio, "rows": rows,
+                               "operator_vanishes": vanish_block(a.vanish_trials)})
+
+
+def vanish_block(trials: int) -> dict:
     vanish = []
-    for i in range(a.vanish_trials):
+    for i in range(trials):
         row = vanish_trial()
         vanish.append(row)
         print(f"operator-vanishes {i + 1}: exit {row['code']}, refused {row['refused']}, served again "
@@ -164,9 +181,7 @@ def main() -> None:
                       "served_again_after_first_403": stats(vanish, "served_again_after_first_403"),
                       "advisory_again_after_first_403": stats(vanish, "advisory_again_after_first_403"),
                       "alarm_after_first_403": stats(vanish, "alarm_after_first_403")}
-    save("harm_per_incident", {"trials": a.trials, "step": a.step, "poll": a.poll, "seconds_per_minute": 1.0,
-                               "summary": summary, "refused_ratio_to_rolling": ratio, "rows": rows,
-                               "operator_vanishes": {"summary": vanish_summary, "rows": vanish}})
+    return {"summary": vanish_summary, "rows": vanish}
 
 
 if __name__ == "__main__":
