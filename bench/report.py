@@ -439,7 +439,8 @@ def main() -> None:
                 table(["measure", "median"], [[f"synth {k} (fresh process, jsii start-up included)", s(v["median"], "s", 1)]
                                                for k, v in b["synth_per_env"].items()]
                       + [["`npx cdk synth` (all three stacks, cdk-nag)", s(b["cdk_synth_all"]["median"], "s", 1)],
-                         ["whole pytest suite, e2e included (one run, 3 xdist workers as `make test`)", s(b["pytest_seconds"], "s", 0)]]), ""]
+                         ["whole pytest suite, e2e included (one run, 3 xdist workers as `make test`)",
+                          s(b["pytest_seconds"], "s", 0)]]), ""]
         if "pytest_exit" in b:
             out += [f"That suite run ended with exit {b['pytest_exit']} (`{b['pytest_summary']}`)"
                     + (": failed " + ", ".join(f"`{t}`" for t in b["pytest_failed"]) if b["pytest_failed"] else "")

@@ -195,18 +195,43 @@ class AccessEvent:
         return self.marked and SENTINEL_MARK in self.user_agent.split()
 
 
+_DECODER = json.JSONDecoder()
+_MAX_BRACES = 64  # per line: a prefix with braces of its own ("[req {id}] {...}") is read past, within reason
+
+
+def parse_accesses(message: str, fields: AccessLog) -> list[AccessEvent]:
+    """Every access-log JSON object in one log event, in order.
+
+    One event is usually one line holding one object. But a logger can merge lines into one event,
+    put text before the object (braces included) or after it (`{...} (12ms)`): a hurt caller's 403
+    must be read in all of these, or the watch would be blind to it while the sentinel's own,
+    well-formed lines still prove it can see."""
+    out: list[AccessEvent] = []
+    for line in message.splitlines() or [message]:
+        pos, tries = line.find("{"), 0
+        while pos >= 0 and tries < _MAX_BRACES:
+            tries += 1
+            try:
+                data, end = _DECODER.raw_decode(line, pos)
+            except ValueError:
+                pos = line.find("{", pos + 1)
+                continue
+            event = _access(data, fields)
+            if event is not None:
+                out.append(event)
+                pos = line.find("{", end)
+            else:
+                pos = line.find("{", pos + 1)
+    return out
+
+
 def parse_access(message: str, fields: AccessLog) -> AccessEvent | None:
-    """An access-log JSON line -> AccessEvent; None for anything else (app logs, timing lines)."""
-    data, start = None, -1
-    for _ in range(4):  # a prefix may hold a brace or two of its own ("[req {id}] {...}")
-        start = message.find("{", start + 1)
-        if start < 0:
-            return None
-        try:
-            data = json.loads(message[start:])
-            break
-        except ValueError:
-            continue
+    """The first access-log event in a log event; None for anything else (app logs, timing lines)."""
+    events = parse_accesses(message, fields)
+    return events[0] if events else None
+
+
+def _access(data: object, fields: AccessLog) -> AccessEvent | None:
     if not isinstance(data, dict) or fields.route_field not in data:
         return None
     try:
@@ -231,8 +256,10 @@ def is_own_traffic(message: str, fields: AccessLog) -> bool:
     """An access line of the tool's own probes or sentinel (any run): both marks (AccessEvent.marked).
     Other text is never the tool's: its probes carry no API key and the sentinel is only sent under
     strict, so neither causes an advisory bypass line."""
-    access = parse_access(message, fields)
-    return access is not None and access.marked
+    if "\n" in message.strip():
+        return False  # merged lines: whatever else they hold must be counted
+    events = parse_accesses(message, fields)
+    return len(events) == 1 and events[0].marked
 
 
 def classify_403(event: AccessEvent) -> str | None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cutover.mtls import LEGITIMATE, PROBE_USER_AGENT, SENTINEL, AccessEvent, classify_403, parse_access
+from cutover.mtls import LEGITIMATE, PROBE_USER_AGENT, SENTINEL, AccessEvent, classify_403, parse_accesses
 from envconfig import AccessLog
 
 # Pre-filter for the 403 poll. Only a pre-filter: classify_403 decides.
@@ -100,29 +100,34 @@ class Watcher:
         hit = None
         for ev in self.source.poll(int(now * 1000)):
             s.events_read += 1
-            access = parse_access(ev["message"], self.fields)
-            if access is None or not access.mesh_write:
-                continue
-            if access.marked:
-                s.own_requests += 1
-            else:
-                s.mesh_write_requests += 1
-                s.authenticated_requests += bool(access.caller)
-            kind = classify_403(access)
-            stream = ev.get("logStreamName", "")
-            if access.marked and self._own(access):
-                if access.sentinel:
-                    self.sentinel_lines.append((stream, access))
-                elif access.status == 403:
-                    self.own_403_streams[stream] += 1
-            if not kind:
-                continue
-            self.forbidden[kind] += 1
-            if kind == LEGITIMATE and hit is None:
-                hit = Hit(ev["timestamp"], access.caller, access.route, stream, ev["message"][:300])
-                if s.first_legitimate is None:
-                    s.first_legitimate = hit
+            for access in parse_accesses(ev["message"], self.fields):
+                hit = self._count(ev, access, hit)
         s.forbidden = dict(self.forbidden)
+        return hit
+
+    def _count(self, ev: dict, access: AccessEvent, hit: Hit | None) -> Hit | None:
+        s = self.summary
+        if not access.mesh_write:
+            return hit
+        if access.marked:
+            s.own_requests += 1
+        else:
+            s.mesh_write_requests += 1
+            s.authenticated_requests += bool(access.caller)
+        kind = classify_403(access)
+        stream = ev.get("logStreamName", "")
+        if access.marked and self._own(access):
+            if access.sentinel:
+                self.sentinel_lines.append((stream, access))
+            elif access.status == 403:
+                self.own_403_streams[stream] += 1
+        if not kind:
+            return hit
+        self.forbidden[kind] += 1
+        if kind == LEGITIMATE and hit is None:
+            hit = Hit(ev["timestamp"], access.caller, access.route, stream, ev["message"][:300])
+            if s.first_legitimate is None:
+                s.first_legitimate = hit
         return hit
 
     def _own(self, access: AccessEvent) -> bool:

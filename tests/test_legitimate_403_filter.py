@@ -301,7 +301,6 @@ TABLE: list[tuple[str, str, bool]] = [
     ("timing line", "[api/cold-start] mtls handshake 12ms", False),
     ("empty line", "", False),
     ("broken JSON", '{"path": "/v1/agent/delegate", "status": 403, "caller": "x"', False),
-    ("JSON array", json.dumps([{"path": AGENT, "status": 403, "caller": "x"}]), False),
     ("JSON string", json.dumps(f"{AGENT} 403"), False),
 ]
 
@@ -313,6 +312,10 @@ KNOWN_DIVERGENCES: list[tuple[str, bool, bool, str]] = [
      "The gateway writes bare JSON lines through the awslogs driver, so production lines have no prefix."),
     (line(path=AGENT, status=403, caller=True), True, False,
      "a boolean caller: the tool stringifies it ('True'); CloudWatch compares strings and numbers only."),
+    (json.dumps([{"path": AGENT, "status": 403, "caller": "x"}]), True, False,
+     "an access object inside other JSON: the tool reads every object in an event (merged lines, text around "
+     "it) so a hurt caller is never hidden by the event's shape; CloudWatch's JSON pattern needs a top-level "
+     "object. The tool errs towards rolling back; the alarm is the backstop, not the judge."),
 ]
 
 
@@ -355,7 +358,7 @@ def test_the_table_covers_every_class_the_tool_knows():
     assert classes == {mtls.LEGITIMATE, mtls.PROBE, mtls.SENTINEL, mtls.UNAUTHENTICATED, None}
 
 
-@pytest.mark.parametrize("message, tool, cloudwatch, why", KNOWN_DIVERGENCES, ids=["prefix", "bool-caller"])
+@pytest.mark.parametrize("message, tool, cloudwatch, why", KNOWN_DIVERGENCES, ids=["prefix", "bool-caller", "nested"])
 def test_known_divergences_stay_known(pattern, message, tool, cloudwatch, why):
     assert (tool_says_legitimate(message), pattern.matches(message)) == (tool, cloudwatch), why
 

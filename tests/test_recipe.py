@@ -12,6 +12,7 @@ from cutover.mtls import (
     SENTINEL,
     UNAUTHENTICATED,
     classify_403,
+    is_own_traffic,
     parse_access,
     read_mode,
     with_mode,
@@ -130,6 +131,28 @@ def test_classify_403(message, kind):
 def test_a_prefix_with_braces_of_its_own_does_not_hide_the_access_line():
     event = parse_access("[req {7f3a}] " + ev(caller="brainstorm-cli"), F)
     assert event is not None and classify_403(event) == LEGITIMATE
+
+
+HURT = ev(caller="brainstorm-cli")
+OURS = ev(caller="cutover-sentinel", userAgent="brainstorm-cutover-probe/run-9 sentinel", cutoverRunId="run-9")
+
+
+@pytest.mark.parametrize("message", [
+    ev(caller="a", status=200) + "\n" + HURT,              # two lines merged into one event
+    HURT + " (12ms)",                                      # text after the object
+    "{a} {b} {c} {d} {e} [req] " + HURT,                  # a prefix with many braces of its own
+    ev(caller="a", status=200) + " " + HURT,              # two objects on one line
+])
+def test_a_hurt_caller_is_read_whatever_shape_the_event_has(message):
+    w = Watcher(Lines(("gateway/gateway/t1", message)), F, run_id="run-1")
+    hit = w.poll(1.0)
+    assert hit is not None and hit.caller == "brainstorm-cli"
+
+
+def test_an_own_line_merged_with_another_is_not_own_traffic_for_the_gate():
+    assert is_own_traffic(OURS, F)
+    assert not is_own_traffic(OURS + "\nWARN [mtls-advisory] mesh write without client certificate", F)
+    assert not is_own_traffic(OURS + " " + HURT, F)
 
 
 @pytest.mark.parametrize("message", ["[api/cold-start] mtls ready in 40ms", "{not json", "{\"a\": 1}", "[]"])
