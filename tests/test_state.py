@@ -360,6 +360,20 @@ def test_the_way_back_to_advisory_never_rolls_back_to_strict(world):
     assert any("--force-new-deployment" in c for c in outcome.next_commands)
 
 
+def test_rollback_of_a_finished_way_back_to_advisory_refuses_to_put_strict_back(world):
+    engine, _ = world.cutover()
+    assert engine.run(YES).code == 0
+    engine, _ = world.cutover()
+    assert engine.run(Options(target="advisory", yes=True)).code == 0
+    version = world.clients["ssm"].get_parameter(Name=world.cfg.gateway.parameter_name)["Parameter"]["Version"]
+    fresh, _ = world.cutover()
+    outcome = fresh.rollback(Options())
+    assert outcome.code == 1 and outcome.state == "refused" and "no gate" in outcome.message
+    assert outcome.next_commands == ["python -m cutover mtls --strict --env production"]
+    assert world.mode() == "advisory" and world.deployed_mode == "advisory" and world.lock() is None
+    assert world.clients["ssm"].get_parameter(Name=world.cfg.gateway.parameter_name)["Parameter"]["Version"] == version
+
+
 def test_rollback_of_a_restored_run_verifies_before_saying_nothing_to_do(world):
     engine, _ = world.cutover()
     assert engine.run(YES).code == 0
