@@ -27,6 +27,7 @@ DEFAULT_CONFIG_DIR = PROJECT_ROOT / "config"
 Mode = Literal["advisory", "strict"]
 assert typing.get_args(Mode) == MODES
 Strategy = Literal["rolling", "canary", "blue_green"]
+GATE_LOOKBACK_FLOOR = 24 * 3600  # seconds: the runbook's gate looks back 24 h
 
 
 class ConfigError(Exception):
@@ -597,6 +598,17 @@ def _check(cfg: EnvConfig, file: str) -> None:
         if not 10 <= pct <= 95:
             raise ConfigError(file, f"scaling.{name}", f"{pct} is out of range", "use 10..95")
     _check_capacity(cfg, file)
+    gate = cfg.cutover.gate
+    # The runbook's gate: zero mTLS-advisory bypass events in 24 h. Config that would switch it off
+    # quietly (a short look-back, no patterns) is refused; the sandbox may look back less.
+    if gate.lookback < GATE_LOOKBACK_FLOOR and cfg.environment != "sandbox":
+        raise ConfigError(file, "cutover.gate.lookback", f"{format_duration(gate.lookback)} is shorter than the "
+                          f"runbook's {format_duration(GATE_LOOKBACK_FLOOR)}", "use 24h (or longer)")
+    if "mtls-advisory" not in gate.patterns:
+        raise ConfigError(file, "cutover.gate.patterns", "does not hold \"mtls-advisory\"", "the gate exists to "
+                          "count the gateway's mtls-advisory bypass events: list it (and any others you need)")
+    if not gate.routes:
+        raise ConfigError(file, "cutover.gate.routes", "empty", "list the mesh-write routes, e.g. /v1/agent/delegate")
     for i, route in enumerate(cfg.cutover.gate.routes):
         # A route is matched as a term in the access logs: a typo here hides a caller from the gate.
         if not route.startswith("/") or any(ch.isspace() for ch in route) or len(route) < 2:
@@ -757,9 +769,35 @@ def config_path(env: str, config_dir: Path = DEFAULT_CONFIG_DIR) -> Path:
     return path
 
 
+class DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: object, line: int) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.line = key, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load keeps the last of two equal keys without a word: a second `lookback:` or
+    `meshWritesEnforcement:` would silently win. Refuse them."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise DuplicateKey(key, key_node.start_mark.line + 1)
+                seen.add(key)
+            except TypeError:  # an unhashable key: SafeLoader's own error follows
+                pass
+        return super().construct_mapping(node, deep)
+
+
 def parse(text: str, file: str, *, expect_env: str | None = None) -> EnvConfig:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except DuplicateKey as exc:
+        raise ConfigError(file, str(exc.key), f"duplicate key at line {exc.line}: YAML would silently keep only the "
+                          "last one", "keep one of them") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         start = getattr(exc, "context_mark", None)  # where the unclosed construct began, if any

@@ -150,6 +150,26 @@ def test_environment_name_must_match_file(config_dir):
     assert error_for(config_dir, "staging").key == "environment"
 
 
+@pytest.mark.parametrize("old, new, key", [
+    ("    lookback: 24h", "    lookback: 1s", "cutover.gate.lookback"),
+    ('    patterns: ["mtls-advisory", "requireMtls", "clientCert", "X-Amzn-Mtls", "mtls"]', "    patterns: []",
+     "cutover.gate.patterns"),
+    ('    patterns: ["mtls-advisory", "requireMtls", "clientCert", "X-Amzn-Mtls", "mtls"]', '    patterns: ["mtls"]',
+     "cutover.gate.patterns"),
+    ("    lookback: 24h", "    lookback: 24h\n    lookback: 1s", "lookback"),   # YAML would keep the last one
+])
+def test_config_that_would_switch_the_gate_off_is_refused(config_dir, old, new, key):
+    edit(config_dir, "production", old, new)
+    err = error_for(config_dir)
+    assert err.key == key, err
+
+
+def test_a_duplicate_key_anywhere_is_refused_with_its_line(config_dir):
+    edit(config_dir, "production", "  poll: 15s", "  poll: 15s\n  poll: 1s")
+    err = error_for(config_dir)
+    assert err.key == "poll" and "duplicate key at line" in err.problem and err.fix == "keep one of them"
+
+
 def test_a_file_copied_from_another_environment_says_so_before_anything_else(config_dir):
     """The copy's own errors (here: a placeholder-free key it lacks) would only send the operator astray."""
     (config_dir / "qa.yaml").write_text((config_dir / "staging.yaml").read_text().replace("  poll:", "  pol:"))
