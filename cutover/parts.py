@@ -56,6 +56,7 @@ class Parts:
         self.poll = cfg.cutover.poll
         self.watcher: Watcher | None = None
         self._last_tick = float("-inf")
+        self._foreign_noted: int | None = None  # a foreign version still in the run's mode, said once
 
     def _default_run_id(self) -> str:
         import datetime as dt
@@ -135,12 +136,31 @@ class Parts:
             if hit is not None:
                 raise NeedsRollback(f"legitimate caller {hit.caller!r} got 403 on {hit.route} at "
                                     f"{iso(hit.timestamp_ms / 1000)}")
+        if j.new_version is not None and j.state in (RunState.DEPLOYING, RunState.PROBING, RunState.WATCHING):
+            self._still_ours(j)
         if j.state == RunState.PROBING and j.strategy != "rolling":
             self._canary_guard(j)
         states = self.aws.alarm_states(self.cfg.observability.guard_alarms)
         firing = [a for a, s in states.items() if s == "ALARM"]
         if firing:
             raise NeedsRollback(f"guard alarm(s) in ALARM during the run: {', '.join(firing)}")
+
+    def _still_ours(self, j: Journal) -> None:
+        """Someone else may write the parameter during the run (a `cdk deploy`, a hand in the console).
+        If the mode is no longer the run's, the watch would watch a mode that is not live and 'done'
+        would be a lie: roll back, whose restore rule writes nothing over their version (the flag is
+        already back) but redeploys and proves with probes what runs. Another key edited, the mode
+        kept: said once, and the watch goes on."""
+        p, mode = self.live()
+        if p.version == j.new_version:
+            return
+        if mode != j.target:
+            raise NeedsRollback(f"someone else changed the gateway parameter during the run: v{p.version} is {mode} "
+                                f"(this run wrote v{j.new_version}, {j.target}); new tasks would start {mode}")
+        if self._foreign_noted != p.version:
+            self._foreign_noted = p.version
+            self.ui.warn(f"v{p.version} of the gateway parameter was written by someone else during the run; it is "
+                         f"still {mode}: watching on (its other changes reach the tasks at their next start)")
 
     def _wait_for_deployment(self, j: Journal, out: Outcome, deployment_id: str, *, label: str,
                              watching: bool) -> str:

@@ -77,6 +77,32 @@ def test_a_foreign_edit_during_the_watch_survives_the_rollback_only_the_flag_goe
     assert "v3 was someone else's: only the flag went back" in markdown(outcome)
 
 
+def test_someone_putting_advisory_back_during_the_watch_is_not_reported_as_done(world):
+    """Rolling: only the logs were watched, so a foreign advisory write ended 'done: strict is live'."""
+    t0 = world.clock.now
+    world.at(t0 + 600, lambda: someone_writes(world, "meshWritesEnforcement: strict",
+                                              "meshWritesEnforcement: advisory"))  # v3
+    engine, out = world.cutover()
+    outcome = engine.run(YES)
+    assert outcome.code == 4 and "someone else changed the gateway parameter during the run: v3 is advisory" \
+        in outcome.message, outcome.message
+    j = world.journal()
+    assert j["state"] == "rolled_back" and j["restore"]["rule"] == "nothing", "their advisory is not overwritten"
+    assert world.param()["Version"] == 3 and world.mode() == "advisory"
+    assert world.deployed_mode == "advisory", "the rollback redeployed, so no task is left strict"
+    assert world.lock() is None
+
+
+def test_a_foreign_edit_that_keeps_strict_is_said_once_and_the_watch_goes_on(world):
+    t0 = world.clock.now
+    world.at(t0 + 600, lambda: someone_writes(world, "providers: 7", "providers: 9"))  # v3, still strict
+    engine, out = world.cutover()
+    outcome = engine.run(YES)
+    assert outcome.code == 0, outcome.message
+    assert out.getvalue().count("v3 of the gateway parameter was written by someone else") == 1
+    assert world.param()["Version"] == 3 and world.journal()["state"] == "done"
+
+
 def test_rollback_of_an_older_finished_run_follows_the_same_rule(world):
     engine, _ = world.cutover()
     assert engine.run(YES).code == 0
