@@ -629,8 +629,9 @@ def _check(cfg: EnvConfig, file: str) -> None:
             f"pool_size {db.pool_size} x {cfg.peak_tasks} peak tasks (max_tasks {s.max_tasks} at "
             f"{MAX_HEALTHY_PERCENT}% during a deployment) + {db.reserved_connections} reserved = {need} "
             f"> max_connections {db.max_connections}",
-            f"lower scaling.max_tasks to {fit_tasks}, or pool_size to {fit_pool}, or raise "
-            "database.max_connections (a bigger DB class), or put RDS Proxy in front of the database")
+            (f"lower scaling.max_tasks to {fit_tasks}, or " if fit_tasks >= s.min_tasks else "")
+            + (f"lower database.pool_size to {fit_pool}, or " if fit_pool >= 1 else "")
+            + "raise database.max_connections (a bigger DB class), or put RDS Proxy in front of the database")
     c = cfg.cutover
     problem = timing_problem(watch=c.watch, poll=c.poll, overlap=c.overlap, redeploy_timeout=c.redeploy_timeout,
                              lock_ttl=c.lock_ttl, sandbox=cfg.environment == "sandbox", short_watch_ok=False)

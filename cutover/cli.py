@@ -267,8 +267,12 @@ def _render_status(ui: Any, outcome: Any, file_mode: str) -> None:
     ui.info(f"service: {s.running}/{s.desired} running; deployments: {deps}; strategy {s.strategy}")
     if s.service_deployment:
         sd = s.service_deployment
-        ui.info(f"service deployment: {sd['status']} {sd['stage'] or ''}; traffic on the newest revision: production "
-                f"{sd['production_weight_new']:g}%, test {sd['test_weight_new']:g}%")
+        head = " ".join(x for x in (sd["status"], sd["stage"]) if x)
+        if sd["status"] == "SUCCESSFUL":  # finished: the requested weights of its shift no longer describe traffic
+            ui.info(f"service deployment: {head}; the newest revision serves all traffic")
+        else:
+            ui.info(f"service deployment: {head}; traffic on the newest revision: production "
+                    f"{sd['production_weight_new']:g}%, test {sd['test_weight_new']:g}%")
     lock = s.lock
     ui.info("lock: free" if lock is None else
             f"lock: run {lock.body.run_id} by {lock.body.operator}, expires {iso(lock.expires)}"
@@ -315,7 +319,8 @@ def run_command(args: argparse.Namespace, ui: Any, out: Any) -> int:
     if args.command in ("mtls", "resume") and not (args.yes or ui.interactive or dry_run):
         raise UsageError("not on a terminal: pass --yes to confirm" +
                          (" (or --dry-run to see the plan)" if args.command == "mtls" else
-                          " (`status` shows what resume would continue)"))
+                          f" (`python -m cutover status{' --sandbox' if args.sandbox else ''}` shows what resume "
+                          "would continue)"))
 
     hint_suffix = " --sandbox" if args.sandbox else ""
     with ExitStack() as stack:

@@ -234,7 +234,8 @@ class Cutover(Planner, ForwardSteps, ServiceDeployments, RollbackSteps):
                 if quiet > lock.body.ttl / 4 + 2 * self.poll:
                     notes.append(f"its lock was last renewed {format_duration(quiet)} ago (a live run renews "
                                  f"every {format_duration(lock.body.ttl / 4)}): the process is probably gone")
-            if j.restore is not None and j.restore.by == "restorer" and j.state == RunState.ROLLED_BACK:
+            if j.restore is not None and j.restore.by == "restorer" and j.state == RunState.ROLLED_BACK \
+                    and not _verified_after(j, j.restore.at):
                 notes.append("the restorer's rollback is not verified by probes: run `probe` (or `rollback`, "
                              "which verifies before saying nothing to do)")
             elif j.state == RunState.WATCH_CUT_SHORT:
@@ -276,3 +277,8 @@ class Cutover(Planner, ForwardSteps, ServiceDeployments, RollbackSteps):
 
 
 __all__ = ["FINISHED", "Cutover", "NeedsRollback", "Options", "Outcome", "StatusView", "Stop", "Terminated"]
+
+
+def _verified_after(j: Journal, at: float) -> bool:
+    """A rollback-probe step that passed after the restore: the tool verified the restorer's rollback."""
+    return any(s.step == "rollback-probe" and s.status == "done" and s.at >= at for s in j.steps)

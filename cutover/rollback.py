@@ -165,8 +165,27 @@ class RollbackSteps(Parts):
             return out.end(ExitCode.ROLLBACK_FAILED, "rollback_failed",
                            f"the restorer rolled back, but probes still disagree with {j.previous_mode}: {bad[0].kind} "
                            f"{bad[0].route} got {sorted(set(bad[0].statuses))}; restore by hand (commands below)")
+        detail = f"the restorer's rollback verified: {len(results)} probes as expected for {j.previous_mode}"
+        self.ui.step("rollback-probe", "done", detail)
+        self._record_verified(j, detail)
         return out.end(ExitCode.ROLLED_BACK, str(RunState.ROLLED_BACK),
-                       f"rolled back to {j.previous_mode} by the restorer (server side): {j.rollback_reason}")
+                       f"rolled back to {j.previous_mode} by the restorer (server side), verified by probes: "
+                       f"{j.rollback_reason}")
+
+    def _record_verified(self, j: Journal, detail: str) -> None:
+        """Put the verification in the journal, so `status` elsewhere need not call it unverified.
+        Under the lock, briefly: if someone holds it, they own the story and it is left to them."""
+        from cutover.lockstore import LockHeld
+
+        try:
+            self.lock.acquire(run_id=j.run_id, operator=self.aws.caller_arn())
+        except LockHeld:
+            return
+        try:
+            j.record("rollback-probe", "done", self.clock(), detail)
+            self._save_quietly(j)
+        finally:
+            self.lock.release()
 
     def _rollback_redeploy(self, j: Journal, out: Outcome) -> None:
         t = self.clock()

@@ -289,3 +289,23 @@ def test_read_only_commands_do_not_offer_acting_flags():
         text = buf.getvalue()
         assert "--yes" not in text and "--break-lock" not in text and "--scenario" not in text
         assert "exit codes:" in text, f"{command} --help lists its exit codes"
+
+
+@pytest.mark.parametrize("sd, says", [
+    ({"status": "SUCCESSFUL", "stage": None, "production_weight_new": 0.0, "test_weight_new": 0.0},
+     "service deployment: SUCCESSFUL; the newest revision serves all traffic"),
+    ({"status": "IN_PROGRESS", "stage": "BAKE_TIME", "production_weight_new": 10.0, "test_weight_new": 100.0},
+     "service deployment: IN_PROGRESS BAKE_TIME; traffic on the newest revision: production 10%, test 100%"),
+])
+def test_status_never_says_a_finished_deployment_serves_nothing(sd, says):
+    """A finished deployment's requested weights (0 % for one that never shifted) are not traffic."""
+    from types import SimpleNamespace
+
+    from cutover.cli import _render_status
+
+    lines: list[str] = []
+    ui = SimpleNamespace(info=lines.append, warn=lines.append)
+    status = SimpleNamespace(mode="strict", parameter="/p", version=2, deployments=[], running=2, desired=2,
+                             strategy="canary", service_deployment=sd, lock=None, run=None, next=[], notes=[])
+    _render_status(ui, SimpleNamespace(status=status, message=""), "strict")
+    assert says in lines

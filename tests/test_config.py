@@ -89,6 +89,13 @@ def test_bad_duration(config_dir):
     assert error_for(config_dir).key == "cutover.watch"
 
 
+def test_the_pool_fix_never_suggests_a_max_tasks_below_min_tasks(config_dir):
+    edit(config_dir, "production", "  pool_size: 200", "  pool_size: 900")  # 900 x 8 peak tasks + 100 > 2000
+    err = error_for(config_dir)
+    assert "max_tasks to" not in err.fix, "1 task would be below min_tasks 2"
+    assert "pool_size to 237" in err.fix  # (2000 - 100) // (4 x 200 %)
+
+
 def test_pool_that_could_exhaust_the_database_is_refused_with_numbers_and_options(config_dir):
     edit(config_dir, "production", "  max_tasks: 4", "  max_tasks: 6")
     err = error_for(config_dir)

@@ -159,25 +159,26 @@ def test_canary_unenrolled_caller_stops_the_deployment_exit_4(tmp_path):
     assert set(modes) == {"advisory"} and status == 200
 
 
-def test_operator_vanishes_canary_production_heals_with_nobody_at_the_keyboard(tmp_path):
+def vanish(strategy: str) -> tuple[int, str]:
+    """The operator-vanishes story: the CLI runs the tool in a process of its own and kills it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     proc = subprocess.run([sys.executable, "-m", "cutover", "mtls", "--strict", "--sandbox", "--yes", "--scenario",
-                           "operator-vanishes", "--strategy", "canary"], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
+                           "operator-vanishes", "--strategy", strategy], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 4, log[-3000:]
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_operator_vanishes_canary_production_heals_with_nobody_at_the_keyboard():
+    code, log = vanish("canary")
+    assert code == 4, log[-3000:]
     assert "killed during the watch" in log and "restored by the restorer" in log
     modes, status = after(log)
     assert set(modes) == {"advisory"} and status == 200
 
 
-def test_operator_vanishes_rolling_nobody_restores_and_it_says_so_exit_5(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    proc = subprocess.run([sys.executable, "-m", "cutover", "mtls", "--strict", "--sandbox", "--yes", "--scenario",
-                           "operator-vanishes", "--strategy", "rolling"], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 5, log[-3000:]
+def test_operator_vanishes_rolling_nobody_restores_and_it_says_so_exit_5():
+    code, log = vanish("rolling")
+    assert code == 5, log[-3000:]
     assert "RESULT: rollback_failed (exit 5): nobody restored production (a rolling deployment has no bake" in log
     modes, status = after(log)
     assert set(modes) == {"strict"} and status == 403, "the world really was left strict"

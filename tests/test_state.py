@@ -14,7 +14,7 @@ from cutover.engine import Options, Terminated
 from cutover.report import markdown
 from envconfig import load
 from tests.conftest import use_strategy
-from tests.fakes import Crash, make_world
+from tests.fakes import Crash, ScriptedEcs, make_world
 
 YES = Options(target="strict", yes=True)
 
@@ -101,6 +101,31 @@ def test_a_foreign_edit_that_keeps_strict_is_said_once_and_the_watch_goes_on(wor
     assert outcome.code == 0, outcome.message
     assert out.getvalue().count("v3 of the gateway parameter was written by someone else") == 1
     assert world.param()["Version"] == 3 and world.journal()["state"] == "done"
+
+
+def test_when_the_restorer_takes_the_run_over_the_tool_verifies_and_records_it(world):
+    from restorer import handler as restorer
+    from tests.test_restorer import event
+
+    c = world.cfg
+
+    def the_restorer_acts() -> None:  # as EventBridge would invoke it on a failed deployment
+        ecs = world.clients["ecs"]
+        arn = ecs.describe_services(cluster=c.service.cluster_name,
+                                    services=[c.service.service_name])["services"][0]["serviceArn"]
+        settings = restorer.Settings(c.gateway.parameter_name, c.journal_parameter, c.lock_parameter, arn,
+                                     c.service.cluster_name, c.service.service_name)
+        restorer.restore(event(arn), settings, {"ssm": world.clients["ssm"], "ecs": ScriptedEcs(ecs, world)},
+                         now=lambda: world.clock.now)
+
+    world.at(world.clock.now + 600, the_restorer_acts)
+    engine, out = world.cutover()
+    outcome = engine.run(YES)
+    assert outcome.code == 4 and "by the restorer (server side), verified by probes" in outcome.message, outcome.message
+    assert "the restorer's rollback verified" in out.getvalue()
+    assert world.mode() == "advisory" and world.lock() is None
+    status = world.cutover()[0].status().message
+    assert "restored by the restorer" in status and "not verified by probes" not in status, status
 
 
 def test_rollback_of_an_older_finished_run_follows_the_same_rule(world):

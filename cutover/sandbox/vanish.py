@@ -54,7 +54,8 @@ def play(world: Any, ui: Any, *, extra_args: list[str]) -> int:
         tool.wait()
     ui.warn("operator-vanishes: the tool process was killed during the watch (the laptop died); the lock and "
             "the journal say 'watching' and nobody is watching")
-    ui.info("sandbox: a caller without a certificate starts calling now, while the deployment bakes")
+    ui.info("sandbox: a caller without a certificate starts calling now"
+            + (", while the deployment bakes" if world.strategy != "rolling" else ""))
     if world.unenrolled_gate is not None:
         world.unenrolled_gate.set()
     # Canary: the alarm, ECS's rollback and the restorer take a few (scaled) minutes at most. Rolling:
@@ -80,5 +81,8 @@ def play(world: Any, ui: Any, *, extra_args: list[str]) -> int:
         return int(ExitCode.ROLLED_BACK)
     why = ("a rolling deployment has no bake: once it has finished no deployment alarm watches it"
            if world.strategy == "rolling" else f"the journal says {j.get('state')}")
+    ui.info("next: in production an operator would now run `python -m cutover rollback --env "
+            f"{world.cfg.environment}` (it takes over the dead run from its journal); this world ends with the "
+            "command, so here the story stops")
     ui.info(f"RESULT: rollback_failed (exit 5): nobody restored production ({why}); the caller is still refused")
     return int(ExitCode.ROLLBACK_FAILED)
