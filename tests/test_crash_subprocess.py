@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 import boto3
 import pytest
 
-from tests.conftest import ROOT
 from tests.world_server import admin, run_tool, tool_env, world_server
 
 pytestmark = pytest.mark.e2e
@@ -56,7 +55,7 @@ def test_a_sigkill_inside_the_rollback_is_finished_by_resume_from_another_proces
         ssm = ssm_of(world)
         cmd = [sys.executable, "-m", "cutover", "mtls", "--strict", "--yes", "--env", world["env_name"],
                "--config-dir", world["config_dir"], "--watch", "30s", "--poll", "1s"]
-        tool = subprocess.Popen(cmd, cwd=ROOT, env=tool_env(world), stdin=subprocess.DEVNULL,
+        tool = subprocess.Popen(cmd, cwd=world["directory"], env=tool_env(world), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         try:

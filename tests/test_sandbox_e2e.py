@@ -159,25 +159,25 @@ def test_canary_unenrolled_caller_stops_the_deployment_exit_4(tmp_path):
     assert set(modes) == {"advisory"} and status == 200
 
 
-def vanish(strategy: str) -> tuple[int, str]:
+def vanish(strategy: str, cwd) -> tuple[int, str]:
     """The operator-vanishes story: the CLI runs the tool in a process of its own and kills it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     proc = subprocess.run([sys.executable, "-m", "cutover", "mtls", "--strict", "--sandbox", "--yes", "--scenario",
-                           "operator-vanishes", "--strategy", strategy], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
+                           "operator-vanishes", "--strategy", strategy], cwd=cwd, env={**env, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def test_operator_vanishes_canary_production_heals_with_nobody_at_the_keyboard():
-    code, log = vanish("canary")
+def test_operator_vanishes_canary_production_heals_with_nobody_at_the_keyboard(tmp_path):
+    code, log = vanish("canary", tmp_path)
     assert code == 4, log[-3000:]
     assert "killed during the watch" in log and "restored by the restorer" in log
     modes, status = after(log)
     assert set(modes) == {"advisory"} and status == 200
 
 
-def test_operator_vanishes_rolling_nobody_restores_and_it_says_so_exit_5():
-    code, log = vanish("rolling")
+def test_operator_vanishes_rolling_nobody_restores_and_it_says_so_exit_5(tmp_path):
+    code, log = vanish("rolling", tmp_path)
     assert code == 5, log[-3000:]
     assert "RESULT: rollback_failed (exit 5): nobody restored production (a rolling deployment has no bake" in log
     modes, status = after(log)

@@ -79,7 +79,9 @@ def tool_env(world: dict[str, Any]) -> dict[str, str]:
 def run_tool(world: dict[str, Any], *argv: str, timeout: float = 180) -> subprocess.CompletedProcess:
     """The unchanged tool, in its own process, against the world."""
     cmd = [sys.executable, "-m", "cutover", *argv, "--env", world["env_name"], "--config-dir", world["config_dir"]]
-    return subprocess.run(cmd, cwd=ROOT, env=tool_env(world), capture_output=True, text=True, timeout=timeout,
+    # cwd: the world's own directory, so default report files (reports/...) die with the world
+    return subprocess.run(cmd, cwd=world["directory"], env=tool_env(world), capture_output=True, text=True,
+                          timeout=timeout,
                           stdin=subprocess.DEVNULL)
 
 
