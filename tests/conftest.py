@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,27 @@ def default_sigint() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def world(config_dir):
+    """moto with the production config playing rolling deployments and a fake clock (tests/fakes.py)."""
+    from moto import mock_aws
+
+    from envconfig import load
+    from tests.fakes import make_world
+
+    use_strategy(config_dir, "rolling")
+    with mock_aws():
+        yield make_world(load("production", config_dir))
+
+
+def until(predicate, timeout: float = 30, every: float = 0.02):
+    """Poll `predicate` until it returns something truthy (a deadline, never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(every)

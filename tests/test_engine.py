@@ -20,13 +20,6 @@ DONE, INTERRUPTED, ROLLBACK_FAILED, ROLLED_BACK = "done", "interrupted", "rollba
 YES = Options(target="strict", yes=True)
 
 
-@pytest.fixture
-def world(config_dir):
-    use_strategy(config_dir, "rolling")
-    with mock_aws():
-        yield make_world(load("production", config_dir))
-
-
 def original(world) -> str:
     return world.clients["ssm"].get_parameter(Name=f"{world.cfg.gateway.parameter_name}:1")["Parameter"]["Value"]
 

@@ -22,6 +22,7 @@ from cutover.sandbox.alarms import is_legitimate_403, legitimate_403_alarm_name
 from cutover.sandbox.ecs import STAGES
 from cutover.sandbox.world import sandbox_world
 from envconfig import load
+from tests.conftest import until
 
 pytestmark = pytest.mark.e2e
 ECS_MODEL = botocore.session.get_session().get_service_model("ecs")
@@ -36,16 +37,6 @@ def cfg():
 def canary_world(cfg, scenario: str = "clean", **plan):
     return sandbox_world(cfg, scenario=scenario, ui=ConsoleUi(io.StringIO()), strategy="canary",
                          plan={**FAST, **plan})
-
-
-def until(predicate, timeout: float = 30, every: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(every)
 
 
 def names(world) -> dict:

@@ -22,7 +22,7 @@ import pytest
 from cutover.report import ConsoleUi
 from cutover.sandbox.world import load_world_config, sandbox_world
 from envconfig import load
-from tests.conftest import ROOT, default_sigint
+from tests.conftest import ROOT, default_sigint, until
 
 pytestmark = pytest.mark.e2e
 
@@ -164,17 +164,6 @@ def test_sigterm_and_ctrl_c_remove_the_private_keys(tmp_path, sig, code):
             proc.kill()
     assert proc.returncode == code
     assert not directory.exists()
-
-
-def until(predicate, timeout: float = 20, every: float = 0.05):
-    """Poll `predicate` until it returns something truthy (a deadline, never a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(every)
 
 
 def service(world) -> dict:

@@ -19,13 +19,6 @@ from tests.fakes import Crash, ScriptedEcs, make_world
 YES = Options(target="strict", yes=True)
 
 
-@pytest.fixture
-def world(config_dir):
-    use_strategy(config_dir, "rolling")
-    with mock_aws():
-        yield make_world(load("production", config_dir))
-
-
 def v1(world) -> str:
     return world.clients["ssm"].get_parameter(Name=f"{world.cfg.gateway.parameter_name}:1")["Parameter"]["Value"]
 
