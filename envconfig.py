@@ -771,9 +771,9 @@ def config_path(env: str, config_dir: Path = DEFAULT_CONFIG_DIR) -> Path:
 
 
 class DuplicateKey(yaml.YAMLError):
-    def __init__(self, key: object, line: int) -> None:
+    def __init__(self, key: object, line: int, *, merge: bool = False) -> None:
         super().__init__(f"duplicate key {key!r}")
-        self.key, self.line = key, line
+        self.key, self.line, self.merge = key, line, merge
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -783,6 +783,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` would let keys override unseen
+                raise DuplicateKey("<<", key_node.start_mark.line + 1, merge=True)
             key = self.construct_object(key_node, deep=True)
             try:
                 if key in seen:
@@ -797,6 +799,9 @@ def parse(text: str, file: str, *, expect_env: str | None = None) -> EnvConfig:
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except DuplicateKey as exc:
+        if exc.merge:
+            raise ConfigError(file, "<<", f"a YAML merge key at line {exc.line}: its keys could silently override or "
+                              "be overridden", "write the keys out in full") from None
         raise ConfigError(file, str(exc.key), f"duplicate key at line {exc.line}: YAML would silently keep only the "
                           "last one", "keep one of them") from None
     except yaml.YAMLError as exc:

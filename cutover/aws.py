@@ -136,14 +136,7 @@ class Aws:
         which every cutover adds. So at the limit the oldest version's labels are removed first;
         otherwise, after ~33 cutovers, even a rollback could not write.
         """
-        kwargs: dict[str, Any] = dict(Name=name, MaxResults=50)
-        versions: list[dict] = []
-        while True:
-            resp = self._call(self.ssm, "get_parameter_history", **kwargs)
-            versions += resp.get("Parameters", [])
-            if not resp.get("NextToken"):
-                break
-            kwargs["NextToken"] = resp["NextToken"]
+        versions = self.parameter_history(name)
         if not versions:
             return "Standard"
         oldest = min(versions, key=lambda v: v["Version"])
@@ -151,6 +144,17 @@ class Aws:
             self._call(self.ssm, "unlabel_parameter_version", Name=name, ParameterVersion=oldest["Version"],
                        Labels=oldest["Labels"])
         return max(versions, key=lambda v: v["Version"]).get("Tier", "Standard")
+
+    def parameter_history(self, name: str) -> list[dict]:
+        """Every kept version of the parameter (SSM keeps the last 100), values included."""
+        kwargs: dict[str, Any] = dict(Name=name, MaxResults=50)
+        versions: list[dict] = []
+        while True:
+            resp = self._call(self.ssm, "get_parameter_history", **kwargs)
+            versions += resp.get("Parameters", [])
+            if not resp.get("NextToken"):
+                return versions
+            kwargs["NextToken"] = resp["NextToken"]
 
     def put_parameter(self, name: str, value: str, *, type: str = "String", tier: str = "Standard",
                       description: str | None = None) -> int:

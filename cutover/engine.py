@@ -181,12 +181,15 @@ class Cutover(Planner, ForwardSteps, ServiceDeployments, RollbackSteps):
         out.run_id, out.journal = j.run_id, j
         if j.target == "advisory":
             # Undoing the way back would make strict live with no gate, sentinel or watch (the forward
-            # path and the restorer refuse it too): going strict again is a gated run.
-            out.next_commands = [self._cmd("mtls --strict")]
+            # path and the restorer refuse it too): going strict again is a gated run; an unfinished
+            # way back is finished by resume.
+            unfinished = j.state in UNFINISHED
+            out.next_commands = [self._cmd("resume") if unfinished else self._cmd("mtls --strict")]
             return out.end(ExitCode.FAILED, "refused",
-                           f"{j.run_id} went back to advisory ({j.previous_mode} -> advisory); rolling it back would "
-                           "put strict live with no gate, probes' proof or watch: run the gated cutover instead "
-                           "(command below)")
+                           f"{j.run_id} is the way back to advisory ({j.previous_mode} -> advisory); rolling it back "
+                           "would put strict live with no gate, probes' proof or watch: "
+                           + ("finish the way back with resume (command below)" if unfinished else
+                              "run the gated cutover instead (command below)"))
         _, mode = self.live()
         reason = f"operator requested rollback of {j.run_id}"
         if j.state == RunState.ROLLED_BACK and mode == j.previous_mode:

@@ -196,7 +196,7 @@ class AccessEvent:
 
 
 _DECODER = json.JSONDecoder()
-_MAX_BRACES = 64  # per line: a prefix with braces of its own ("[req {id}] {...}") is read past, within reason
+_MAX_BRACES = 64  # per line, braces that open no JSON ("[req {id}] {...}"): read past, within reason
 
 
 def parse_accesses(message: str, fields: AccessLog) -> list[AccessEvent]:
@@ -210,10 +210,10 @@ def parse_accesses(message: str, fields: AccessLog) -> list[AccessEvent]:
     for line in message.splitlines() or [message]:
         pos, tries = line.find("{"), 0
         while pos >= 0 and tries < _MAX_BRACES:
-            tries += 1
             try:
                 data, end = _DECODER.raw_decode(line, pos)
-            except ValueError:
+            except (ValueError, RecursionError):  # deep nesting is not an access line either
+                tries += 1  # only failures count: a line of many objects is read to its end
                 pos = line.find("{", pos + 1)
                 continue
             event = _access(data, fields)
@@ -256,10 +256,14 @@ def is_own_traffic(message: str, fields: AccessLog) -> bool:
     """An access line of the tool's own probes or sentinel (any run): both marks (AccessEvent.marked).
     Other text is never the tool's: its probes carry no API key and the sentinel is only sent under
     strict, so neither causes an advisory bypass line."""
-    if "\n" in message.strip():
-        return False  # merged lines: whatever else they hold must be counted
-    events = parse_accesses(message, fields)
-    return len(events) == 1 and events[0].marked
+    # Only an event that is exactly one marked JSON object: any other text in it (a bypass warning
+    # merged in, whatever the separator) must be counted, so such an event is not excluded.
+    try:
+        data = json.loads(message)
+    except (ValueError, RecursionError):
+        return False
+    event = _access(data, fields)
+    return event is not None and event.marked
 
 
 def classify_403(event: AccessEvent) -> str | None:

@@ -29,6 +29,7 @@ from cutover_core.journal import (
 )
 from envconfig import EnvConfig, format_duration
 
+PARAMETER_CHECK_TOLERANCE = 3  # consecutive failed reads of the parameter before the run gives up
 
 class Parts:
     cfg: EnvConfig
@@ -57,6 +58,7 @@ class Parts:
         self.watcher: Watcher | None = None
         self._last_tick = float("-inf")
         self._foreign_noted: int | None = None  # a foreign version still in the run's mode, said once
+        self._param_check_failures = 0
 
     def _default_run_id(self) -> str:
         import datetime as dt
@@ -151,16 +153,34 @@ class Parts:
         would be a lie: roll back, whose restore rule writes nothing over their version (the flag is
         already back) but redeploys and proves with probes what runs. Another key edited, the mode
         kept: said once, and the watch goes on."""
-        p, mode = self.live()
-        if p.version == j.new_version:
+        try:
+            p, mode = self.live()
+        except Exception as exc:  # a blip (throttling beyond retries, a passing AccessDenied) is not a page
+            self._param_check_failures += 1
+            if self._param_check_failures >= PARAMETER_CHECK_TOLERANCE:
+                raise
+            self.ui.warn(f"could not read the gateway parameter ({type(exc).__name__}); trying again next poll")
+            return
+        self._param_check_failures = 0
+        if p.version == j.new_version or self._foreign_noted == p.version:
             return
         if mode != j.target:
             raise NeedsRollback(f"someone else changed the gateway parameter during the run: v{p.version} is {mode} "
                                 f"(this run wrote v{j.new_version}, {j.target}); new tasks would start {mode}")
-        if self._foreign_noted != p.version:
-            self._foreign_noted = p.version
-            self.ui.warn(f"v{p.version} of the gateway parameter was written by someone else during the run; it is "
-                         f"still {mode}: watching on (its other changes reach the tasks at their next start)")
+        # Still the run's mode now; but a version in between may not have been (a flap between two
+        # polls): any task that started then runs the other mode.
+        assert j.new_version is not None
+        between = [v for v in self.aws.parameter_history(self.cfg.gateway.parameter_name)
+                   if j.new_version < v["Version"] < p.version]
+        other = next((v for v in sorted(between, key=lambda v: v["Version"])
+                      if _mode_of(v.get("Value", "")) != j.target), None)
+        if other is not None:
+            raise NeedsRollback(f"someone else wrote v{other['Version']} ({_mode_of(other.get('Value', ''))}) and then "
+                                f"v{p.version} ({mode}) during the run: tasks that started in between may run "
+                                f"{_mode_of(other.get('Value', ''))}")
+        self._foreign_noted = p.version
+        self.ui.warn(f"v{p.version} of the gateway parameter was written by someone else during the run; it is "
+                     f"still {mode}: watching on (its other changes reach the tasks at their next start)")
 
     def _wait_for_deployment(self, j: Journal, out: Outcome, deployment_id: str, *, label: str,
                              watching: bool) -> str:
@@ -198,3 +218,10 @@ class Parts:
         s.cut_short = j.watch_cut_short_after is not None
         out.watch = s
         return s
+
+
+def _mode_of(text: str) -> str:
+    try:
+        return read_mode(text)
+    except Exception:  # a document the flag cannot be read from is not the run's mode either
+        return "unreadable"

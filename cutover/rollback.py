@@ -21,6 +21,9 @@ from cutover_core.journal import (
 from cutover_core.restore import EXACT, FLAG_ONLY, NOTHING, plan_restore
 
 
+class ForeignWrite(Exception):
+    """The parameter changed under the rollback: it did not end where it says."""
+
 class RollbackSteps(Parts):
 
     def _needs_redeploy(self, j: Journal) -> bool:
@@ -60,6 +63,11 @@ class RollbackSteps(Parts):
             if self._needs_redeploy(j):
                 sub = "rollback-probe"
                 self._rollback_probe(j, out)
+            sub = "final-check"
+            live, mode_now = self.live()
+            if mode_now != j.previous_mode:  # someone wrote it again while we rolled back
+                raise ForeignWrite(f"v{live.version} of the gateway parameter, written by someone else during the "
+                                   f"rollback, is {mode_now}: the next task start brings {mode_now} live")
             j.transition(RunState.ROLLED_BACK)
             j.record("rollback", "done", self.clock())
             self.journal.save(j)
@@ -147,6 +155,11 @@ class RollbackSteps(Parts):
         if j is None or j.state != RunState.ROLLED_BACK or j.restore is None or j.restore.by != "restorer":
             return out.end(ExitCode.FAILED, "taken_over", str(lost))
         out.journal, out.run_id = j, j.run_id
+        holder = self.lock.read()
+        if holder is not None and holder.body.run_id != j.run_id:  # a new run holds production: not our proof
+            return out.end(ExitCode.ROLLED_BACK, str(RunState.ROLLED_BACK),
+                           f"rolled back to {j.previous_mode} by the restorer (server side): {j.rollback_reason}; "
+                           "not verified here: another run holds the lock now")
         self.ui.warn(f"the restorer rolled the run back server side ({j.rollback_reason}); verifying")
         if j.rollback_deployment_id:  # rolling: the restorer forced a deployment; probe once it is done
             try:
@@ -174,7 +187,8 @@ class RollbackSteps(Parts):
 
     def _record_verified(self, j: Journal, detail: str) -> None:
         """Put the verification in the journal, so `status` elsewhere need not call it unverified.
-        Under the lock, briefly: if someone holds it, they own the story and it is left to them."""
+        Under the lock, briefly, and only into the same story: if someone holds the lock, or the
+        journal has moved on (a new run), it is theirs and left alone."""
         from cutover.lockstore import LockHeld
 
         try:
@@ -182,8 +196,11 @@ class RollbackSteps(Parts):
         except LockHeld:
             return
         try:
-            j.record("rollback-probe", "done", self.clock(), detail)
-            self._save_quietly(j)
+            now = self.journal.load()
+            if now is None or now.run_id != j.run_id or now.state != RunState.ROLLED_BACK or now.steps != j.steps:
+                return
+            now.record("rollback-probe", "done", self.clock(), detail)
+            self._save_quietly(now)
         finally:
             self.lock.release()
 

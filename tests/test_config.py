@@ -171,6 +171,12 @@ def test_config_that_would_switch_the_gate_off_is_refused(config_dir, old, new, 
     assert err.key == key, err
 
 
+def test_a_yaml_merge_key_is_refused_with_what_to_do(config_dir):
+    edit(config_dir, "production", "  poll: 15s", "  <<: {poll: 15s}")
+    err = error_for(config_dir)
+    assert err.key == "<<" and err.fix == "write the keys out in full"
+
+
 def test_a_duplicate_key_anywhere_is_refused_with_its_line(config_dir):
     edit(config_dir, "production", "  poll: 15s", "  poll: 15s\n  poll: 1s")
     err = error_for(config_dir)

@@ -142,6 +142,7 @@ OURS = ev(caller="cutover-sentinel", userAgent="brainstorm-cutover-probe/run-9 s
     HURT + " (12ms)",                                      # text after the object
     "{a} {b} {c} {d} {e} [req] " + HURT,                  # a prefix with many braces of its own
     ev(caller="a", status=200) + " " + HURT,              # two objects on one line
+    " ".join([ev(caller="a", status=200)] * 100 + [HURT]),  # many objects on one line
 ])
 def test_a_hurt_caller_is_read_whatever_shape_the_event_has(message):
     w = Watcher(Lines(("gateway/gateway/t1", message)), F, run_id="run-1")
@@ -149,10 +150,19 @@ def test_a_hurt_caller_is_read_whatever_shape_the_event_has(message):
     assert hit is not None and hit.caller == "brainstorm-cli"
 
 
-def test_an_own_line_merged_with_another_is_not_own_traffic_for_the_gate():
+@pytest.mark.parametrize("sep", ["\n", " ", "\r", "\u2028", "\x1e", ""])
+def test_an_own_line_merged_with_other_text_is_not_own_traffic_for_the_gate(sep):
     assert is_own_traffic(OURS, F)
-    assert not is_own_traffic(OURS + "\nWARN [mtls-advisory] mesh write without client certificate", F)
-    assert not is_own_traffic(OURS + " " + HURT, F)
+    assert not is_own_traffic(OURS + sep + "WARN [mtls-advisory] mesh write without client certificate", F)
+    assert not is_own_traffic(OURS + sep + HURT, F)
+
+
+def test_deep_nesting_is_not_an_access_line_and_does_not_crash_the_watch():
+    deep = "{" * 100_000 + HURT
+    assert not is_own_traffic("[" * 100_000, F)
+    w = Watcher(Lines(("gateway/gateway/t1", "[" * 100_000), ("gateway/gateway/t1", HURT)), F, run_id="run-1")
+    assert w.poll(1.0) is not None, "the next event is still read"
+    parse_access(deep, F)  # no RecursionError escapes (what it finds in such a line is not specified)
 
 
 @pytest.mark.parametrize("message", ["[api/cold-start] mtls ready in 40ms", "{not json", "{\"a\": 1}", "[]"])

@@ -97,21 +97,7 @@ def test_a_foreign_edit_that_keeps_strict_is_said_once_and_the_watch_goes_on(wor
 
 
 def test_when_the_restorer_takes_the_run_over_the_tool_verifies_and_records_it(world):
-    from restorer import handler as restorer
-    from tests.test_restorer import event
-
-    c = world.cfg
-
-    def the_restorer_acts() -> None:  # as EventBridge would invoke it on a failed deployment
-        ecs = world.clients["ecs"]
-        arn = ecs.describe_services(cluster=c.service.cluster_name,
-                                    services=[c.service.service_name])["services"][0]["serviceArn"]
-        settings = restorer.Settings(c.gateway.parameter_name, c.journal_parameter, c.lock_parameter, arn,
-                                     c.service.cluster_name, c.service.service_name)
-        restorer.restore(event(arn), settings, {"ssm": world.clients["ssm"], "ecs": ScriptedEcs(ecs, world)},
-                         now=lambda: world.clock.now)
-
-    world.at(world.clock.now + 600, the_restorer_acts)
+    world.at(world.clock.now + 600, lambda: restorer_acts(world))
     engine, out = world.cutover()
     outcome = engine.run(YES)
     assert outcome.code == 4 and "by the restorer (server side), verified by probes" in outcome.message, outcome.message
@@ -119,6 +105,116 @@ def test_when_the_restorer_takes_the_run_over_the_tool_verifies_and_records_it(w
     assert world.mode() == "advisory" and world.lock() is None
     status = world.cutover()[0].status().message
     assert "restored by the restorer" in status and "not verified by probes" not in status, status
+
+
+def restorer_acts(world) -> None:
+    """The restorer Lambda as EventBridge would invoke it on this service's failed deployment."""
+    from restorer import handler as restorer
+    from tests.test_restorer import event
+
+    c, ecs = world.cfg, world.clients["ecs"]
+    arn = ecs.describe_services(cluster=c.service.cluster_name, services=[c.service.service_name])["services"][0][
+        "serviceArn"]
+    settings = restorer.Settings(c.gateway.parameter_name, c.journal_parameter, c.lock_parameter, arn,
+                                 c.service.cluster_name, c.service.service_name)
+    restorer.restore(event(arn), settings, {"ssm": world.clients["ssm"], "ecs": ScriptedEcs(ecs, world)},
+                     now=lambda: world.clock.now)
+
+
+def test_a_late_verification_never_writes_over_a_newer_runs_journal(world):
+    world.at(world.clock.now + 600, lambda: restorer_acts(world))
+    engine_a, _ = world.cutover()
+    real = engine_a._record_verified
+    newer = {}
+
+    def late(j, detail):  # while A verifies, operator B runs a whole new cutover
+        world.clock.now += 5
+        b, _ = world.cutover()
+        assert b.run(YES).code == 0
+        newer.update(world.journal())
+        real(j, detail)
+    engine_a._record_verified = late
+    assert engine_a.run(YES).code == 4
+    assert world.journal() == newer, "B's journal stands as B left it"
+    assert world.lock() is None
+
+
+def test_someone_writing_strict_during_the_rollback_is_not_reported_as_rolled_back(world):
+    t0 = world.clock.now
+    world.at(t0 + 300, lambda: world.log(at=t0 + 300, status=403, caller="brainstorm-cli"))
+    engine, _ = world.cutover()
+    real = engine._rollback_redeploy
+
+    def redeploy(j, o):  # a `cdk deploy` puts strict back while the rollback redeploys
+        world.scripts.append(["IN_PROGRESS", "IN_PROGRESS", "COMPLETED"])
+        world.at(world.clock.now + 0.5, lambda: someone_writes(world, "meshWritesEnforcement: advisory",
+                                                                 "meshWritesEnforcement: strict"))
+        return real(j, o)
+    engine._rollback_redeploy = redeploy
+    outcome = engine.run(YES)
+    assert outcome.code == 5 and "written by someone else during the rollback, is strict" in outcome.message
+    assert world.journal()["state"] == "rollback_failed" and world.lock() is not None, "the lock stays held"
+
+
+def test_a_flap_between_two_polls_is_seen_in_the_parameters_history(world):
+    def flap():
+        someone_writes(world, "meshWritesEnforcement: strict", "meshWritesEnforcement: advisory")  # v3
+        world.deployed_mode = "advisory"  # a replacement task starts now and reads advisory
+        someone_writes(world, "meshWritesEnforcement: advisory", "meshWritesEnforcement: strict")  # v4
+    world.at(world.clock.now + 900, flap)
+    engine, _ = world.cutover()
+    outcome = engine.run(YES)
+    assert outcome.code == 4 and "wrote v3 (advisory) and then v4 (strict)" in outcome.message, outcome.message
+    assert world.deployed_mode == "advisory" and world.lock() is None
+
+
+def test_an_unfinished_way_back_to_advisory_points_to_resume(world):
+    engine, _ = world.cutover()
+    assert engine.run(YES).code == 0
+    world.clock.now += 60
+    engine, _ = world.cutover()
+
+    def die(j, o):
+        raise Crash()
+    engine._redeploy = die
+    with pytest.raises(Crash):
+        engine.run(Options(target="advisory", yes=True))
+    refused = world.cutover()[0].rollback(Options())
+    assert refused.code == 1 and refused.next_commands == ["python -m cutover resume --env production"]
+    assert world.cutover()[0].resume(Options(yes=True)).code == 0
+    assert world.deployed_mode == "advisory"
+
+
+def test_a_passing_failure_to_read_the_parameter_is_not_a_page(world):
+    from tests.fakes import client_error
+
+    t0, name = world.clock.now, world.cfg.gateway.parameter_name
+    failures = []
+
+    def denied(kw):  # two reads in a row fail, fifteen minutes into the watch
+        if kw["Name"] == name and world.clock.now >= t0 + 900 and len(failures) < 2:
+            failures.append(world.clock.now)
+            return client_error("AccessDeniedException", "GetParameter")
+        return None
+    engine, out = world.cutover(faults={"ssm": {"get_parameter": [denied] * 100_000}})
+    outcome = engine.run(YES)
+    assert outcome.code == 0, outcome.message
+    assert len(failures) == 2
+    assert out.getvalue().count("could not read the gateway parameter (ClientError); trying again next poll") == 2
+
+
+def test_a_lasting_failure_to_read_the_parameter_is_not_tolerated(world):
+    from tests.fakes import client_error
+
+    t0, name = world.clock.now, world.cfg.gateway.parameter_name
+
+    def denied(kw):
+        return client_error("AccessDeniedException", "GetParameter") \
+            if kw["Name"] == name and world.clock.now >= t0 + 900 else None
+    engine, out = world.cutover(faults={"ssm": {"get_parameter": [denied] * 100_000}})
+    outcome = engine.run(YES)
+    assert outcome.code == 5 and world.journal()["state"] == "rollback_failed", "said plainly, lock kept"
+    assert out.getvalue().count("trying again next poll") == 2, "the third failure in a row ends the watch"
 
 
 def test_rollback_of_an_older_finished_run_follows_the_same_rule(world):
