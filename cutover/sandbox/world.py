@@ -440,7 +440,9 @@ def sandbox_world(cfg: EnvConfig, *, scenario: str = "clean", ui: Any, strategy:
             for m in messages:
                 ui.warn(m)
             ui.info(f"sandbox: after the run the tasks run {', '.join(t.mode for t in front.tasks) or 'nothing'}; "
-                    f"POST {route} without a client cert (caller brainstorm-cli) -> {status}")
+                    f"POST {route} without a client cert (caller brainstorm-cli) -> {status}"
+                    + {403: " (refused: what strict does to a caller without a cert)",
+                       200: " (served: advisory)"}.get(status, ""))
 
 
 def _wire_restorer(world: SandboxWorld, cfg: EnvConfig) -> list[dict]:
