@@ -31,6 +31,7 @@ from envconfig import EnvConfig, format_duration
 
 PARAMETER_CHECK_TOLERANCE = 3  # consecutive failed reads of the parameter before the run gives up
 
+
 class Parts:
     cfg: EnvConfig
     aws: Aws
