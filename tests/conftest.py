@@ -89,3 +89,29 @@ def until(predicate, timeout: float = 30, every: float = 0.02):
             return value
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(every)
+
+
+@pytest.fixture
+def recorded_aws(monkeypatch, tmp_path):
+    """moto, credentials from the environment (no profile, no endpoint), the working directory in
+    tmp_path, and a record of every AWS operation the tool makes (`cutover.aws.Aws._call`)."""
+    import boto3
+    from moto import mock_aws
+
+    import cutover.aws
+
+    monkeypatch.chdir(tmp_path)
+    for k in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "BRAINSTORM_CONFIG_DIR", "CI"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    calls: list[str] = []
+    real = cutover.aws.Aws._call
+
+    def record(self, client, op, **kwargs):
+        calls.append(op)
+        return real(self, client, op, **kwargs)
+
+    monkeypatch.setattr(cutover.aws.Aws, "_call", record)
+    with mock_aws():
+        yield boto3.client("ssm", region_name="us-east-1"), calls

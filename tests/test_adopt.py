@@ -7,12 +7,9 @@ from __future__ import annotations
 import io
 import json
 
-import boto3
 import pytest
 import yaml
-from moto import mock_aws
 
-import cutover.aws
 import envconfig
 from cutover.adopt import (
     AdoptError,
@@ -142,24 +139,9 @@ def test_drift_names_keys_and_ignores_only_the_flag():
 
 
 @pytest.fixture
-def live(monkeypatch, tmp_path):
+def live(recorded_aws):
     """moto, credentials from the environment, and a record of every AWS call the tool makes."""
-    monkeypatch.chdir(tmp_path)
-    for k in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "CI"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    calls: list[str] = []
-    real = cutover.aws.Aws._call
-
-    def record(self, client, op, **kwargs):
-        calls.append(op)
-        return real(self, client, op, **kwargs)
-
-    monkeypatch.setattr(cutover.aws.Aws, "_call", record)
-    with mock_aws():
-        ssm = boto3.client("ssm", region_name="us-east-1")
-        yield ssm, calls
+    return recorded_aws
 
 
 def put(ssm, text: str) -> None:

@@ -7,11 +7,8 @@ from __future__ import annotations
 import os
 import subprocess
 
-import boto3
 import pytest
-from moto import mock_aws
 
-import cutover.aws
 from cutover import deploy_guard
 from cutover.cli import main as cutover_main
 from envconfig import load
@@ -34,25 +31,11 @@ FILE = "config/production.yaml"  # as shown: relative to the working directory (
 
 
 @pytest.fixture
-def account(monkeypatch, tmp_path, config_dir):
-    monkeypatch.chdir(tmp_path)
+def account(recorded_aws, tmp_path, config_dir):
     assert config_dir.parent == tmp_path
-    for k in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "BRAINSTORM_CONFIG_DIR", "CI"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    calls: list[str] = []
-    real = cutover.aws.Aws._call
-
-    def record(self, client, op, **kwargs):
-        calls.append(op)
-        return real(self, client, op, **kwargs)
-
-    monkeypatch.setattr(cutover.aws.Aws, "_call", record)
-    with mock_aws():
-        ssm = boto3.client("ssm", region_name="us-east-1")
-        ssm.put_parameter(Name=PARAM, Value=LIVE, Type="String")
-        yield ssm, calls
+    ssm, calls = recorded_aws
+    ssm.put_parameter(Name=PARAM, Value=LIVE, Type="String")
+    return ssm, calls
 
 
 
